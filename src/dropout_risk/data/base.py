@@ -1,0 +1,33 @@
+"""The container every data source returns, and the error every data problem raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+class DataError(ValueError):
+    """Bad input data. The message is one line: what is wrong and how to fix it."""
+
+
+@dataclass
+class TabularData:
+    """Numeric features, binary labels and (for synthetic data) the true probability.
+
+    features: float columns only (categoricals already one-hot encoded), no NaN/inf.
+    y:        int64 array of 0/1, same length as features.
+    p_true:   the known P(y=1 | x) when the data is synthetic, else None.
+    fingerprint: what identifies the data (sha256 of file bytes, or generator version + params).
+    """
+
+    name: str
+    features: pd.DataFrame
+    y: np.ndarray
+    p_true: np.ndarray | None = None
+    fingerprint: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.y):
+            raise DataError(f"{self.name}: {len(self.features)} feature rows but {len(self.y)} labels")

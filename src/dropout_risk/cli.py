@@ -1,0 +1,145 @@
+"""What the pipelines share: the Hydra overrides of this invocation, one-line errors, and
+the printed summary."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from dropout_risk.config import ConfigError
+from dropout_risk.data.base import DataError
+
+# Errors a user fixes by changing the command line or the input file: one line, exit 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
+
+
+def hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):  # not running under @hydra.main
+        return []
+
+
+def run_cli(job: Callable[[], int | None]) -> None:
+    """Run `job`; turn user errors into `error: <one line>` and exit code 2. A non-zero int
+    returned by the job becomes the exit code (returning normally keeps Hydra multiruns going)."""
+    try:
+        code = job()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the run was closed as KILLED", file=sys.stderr)
+        sys.exit(130)
+    if code:
+        sys.exit(code)
+
+
+def fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+
+
+def metrics_table(metrics: dict[str, float], splits: tuple[str, ...] = ("val", "test")) -> str:
+    """Rows = metric names, columns = splits."""
+    names: list[str] = []
+    for key in metrics:
+        split, _, metric = key.partition("/")
+        if split in splits and metric not in names:
+            names.append(metric)
+    width = max(len(n) for n in names) if names else 6
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{s:>10}" for s in splits)]
+    for n in names:
+        cells = [fmt(metrics[f"{s}/{n}"]) if f"{s}/{n}" in metrics else "" for s in splits]
+        lines.append(f"{n:<{width}}  " + "  ".join(f"{c:>10}" for c in cells))
+    return "\n".join(lines)
+
+
+def print_run_summary(result, cfg: DictConfig) -> None:
+    from dropout_risk.tracking import runs_url, ui_command
+
+    m = result.metrics
+    print()
+    print(f"run: {result.run_name}   outcome: {result.outcome}"
+          + (f" at step {result.diverged_at_step}" if result.diverged_at_step else "")
+          + f"   fit: {m['time/fit_s']:.2f} s, {int(m['epochs_completed'])} epochs")
+    print(metrics_table(m))
+    if "bayes/log_loss_bayes" in m:
+        print(f"Bayes-optimal (p_true) on test: log loss {fmt(m['bayes/log_loss_bayes'])}, "
+              f"AUROC {fmt(m['bayes/auroc_bayes'])}")
+    print(f"run_id: {result.run_id}")
+    print(f"MLflow UI: {ui_command(cfg.tracking.uri)}")
+    print(f"  then open {runs_url(result.experiment_id)}")
+
+
+CONF_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")
+
+
+def _group_options(group: str) -> list[str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    return [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
+
+
+def _explain(exc: BaseException, overrides: list[str]) -> str:
+    """One line for a Hydra/OmegaConf composition error: the key, the problem, the fix."""
+    import difflib
+    import re
+
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause: BaseException = exc
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
+        found = re.search(r"Could not find '([^']+)'", str(exc))
+        group = found.group(1).rsplit("/", 1)[0] if found else ""
+        choice = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == group), "?")
+        opts = _group_options(group) if group else []
+        return f"{group}={choice} is not an option: choose one of {', '.join(opts)} (e.g. {group}={opts[0] if opts else '...'})"
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+        full_key = getattr(cause, "full_key", "") or ""
+        parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+        known: list[str] = []
+        node = getattr(cause, "parent_node", None)
+        if node is not None:
+            known = [str(k) for k in node.keys() if not str(k).startswith("_")]
+        close = difflib.get_close_matches(full_key.rsplit(".", 1)[-1], known, n=1)
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else (
+            f"keys here: {', '.join(known)}" if known else "check the spelling against conf/")
+        return f"unknown config key '{full_key}': {hint}"
+    if isinstance(cause, OmegaConfBaseException):
+        msg = str(cause).splitlines()[0]
+        key = getattr(cause, "full_key", "")
+        return f"{key}: {msg}" if key else msg
+    return str(exc).splitlines()[0]
+
+
+def preflight(config_name: str = "config", argv: list[str] | None = None) -> None:
+    """Compose the config once before Hydra does, so that a bad override ends in one line
+    (`error: ...`, exit 2) instead of Hydra's multi-line report. Flags (--cfg, -m, ...)
+    are left to Hydra."""
+    import sys as _sys
+
+    args = list(_sys.argv[1:] if argv is None else argv)
+    if any(a.startswith("-") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            try:
+                compose(config_name, overrides=args)
+            except Exception as exc:  # noqa: BLE001 - any composition error becomes one line
+                print(f"error: {_explain(exc, args)}", file=_sys.stderr)
+                _sys.exit(2)
+    except SystemExit:
+        raise

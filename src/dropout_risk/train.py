@@ -1,0 +1,245 @@
+"""train(cfg) -> RunResult: the one function every entry point calls.
+
+config check -> data -> DataModule -> MLflow run -> Trainer.fit (divergence guard, per-step
+loss, per-epoch validation) -> final val/test metrics -> reliability diagrams -> weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dropout_risk import plots
+from dropout_risk.config import to_container, validate
+from dropout_risk.data.loaders import load_data
+from dropout_risk.data.module import StudentDataModule
+from dropout_risk.divergence import DivergenceGuard
+from dropout_risk.metrics import bayes_metrics, binary_metrics, truth_metrics
+from dropout_risk.model import DropoutRiskModule, optimizer_factory
+from dropout_risk.tracking import Run, flatten, provenance_tags
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    outcome: str  # converged | diverged
+    diverged_at_step: int | None
+    metrics: dict[str, float]  # final val/*, test/*, bayes/*, time/*
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)  # per step
+    weights_sha256: str = ""
+
+
+class StepLossRecorder(pl.Callback):
+    """Per-step training loss, sent to MLflow in one batch per epoch (not one request per step),
+    and the per-epoch validation metrics the module computed."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.losses: list[float] = []
+        self._epoch_start = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(loss))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._log_epoch(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:  # a diverged epoch may end early
+        self._log_epoch(trainer, pl_module)
+
+    def _log_epoch(self, trainer, pl_module) -> None:
+        new = self.losses[self._epoch_start :]
+        if not new:
+            return
+        epoch = trainer.current_epoch + 1
+        self.run.log_metric_series("train/loss", new, first_step=self._epoch_start + 1)
+        finite = [v for v in new if math.isfinite(v)]
+        metrics = {"train/loss_epoch": float(np.mean(finite)) if finite else float("nan")}
+        if len(pl_module.val_history) >= epoch:
+            metrics.update(pl_module.val_history[epoch - 1])
+        self.run.log_metrics(metrics, step=epoch, flush=True)
+        self._epoch_start = len(self.losses)
+
+
+def run_name(cfg: DictConfig) -> str:
+    if cfg.tracking.run_name:
+        return str(cfg.tracking.run_name)
+    optim = str(cfg.optim._target_).rsplit(".", 1)[-1].lower()
+    hidden = "x".join(str(h) for h in cfg.model.hidden)
+    return f"{optim}-lr{cfg.optim.lr:.3g}-h{hidden}-s{cfg.seed}"
+
+
+def evaluate(module: DropoutRiskModule, x: torch.Tensor, y: torch.Tensor, p_true: np.ndarray | None, prefix: str):
+    """Loss and every metric of one split; against p_true too where it is known."""
+    with torch.no_grad():
+        logits = module(x.to(module.device)).cpu()
+    loss = float(module.loss_fn(logits, y))
+    p = torch.sigmoid(logits.double()).numpy()
+    yy = y.numpy().astype(np.int64)
+    out = {f"{prefix}/loss": loss}
+    out.update({f"{prefix}/{k}": v for k, v in binary_metrics(yy, p).items()})
+    if p_true is not None:
+        out.update({f"{prefix}/{k}": v for k, v in truth_metrics(yy, p, p_true).items()})
+    return out, logits.numpy(), p
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning 2.6 on torch 2.13
+
+
+def train(
+    cfg: DictConfig,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[pl.Callback] | None = None,
+    overrides: list[str] | None = None,
+) -> RunResult:
+    """Train one model as `cfg` says and track it as one MLflow run (nested under
+    `parent_run_id` for sweep trials). Bad config or data raises ConfigError/DataError
+    before any run is created; anything raised later ends the run FAILED (Ctrl-C: KILLED)."""
+    validate(cfg)
+    _quiet_lightning()
+    if cfg.trainer.num_threads > 0:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    data = load_data(cfg.data, cfg.seed)
+    dm = StudentDataModule(data, cfg.data, cfg.seed)
+
+    name = run_name(cfg)
+    resolved = to_container(cfg)
+    run_tags = {
+        "seed": str(cfg.seed),
+        "data": data.name,
+        "data_fingerprint": str(dm.fingerprint()),
+        **provenance_tags(),
+        **{k: str(v) for k, v in cfg.tags.items()},
+        **(tags or {}),
+    }
+    run = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name,
+                    tags=run_tags, parent_run_id=parent_run_id)
+    try:
+        return _train_in_run(cfg, run, dm, name, resolved, overrides or [], callbacks or [])
+    except (KeyboardInterrupt, SystemExit) as exc:
+        run.set_tags({"outcome": "failed", "error": f"interrupted ({type(exc).__name__})"})
+        run.end("KILLED")
+        raise
+    except BaseException as exc:
+        run.set_tags({"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:5000]})
+        run.end("FAILED")
+        raise
+
+
+def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict,
+                  overrides: list[str], callbacks: list[pl.Callback]) -> RunResult:
+    run.log_params(flatten(resolved))
+    run.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config/config.yaml")
+    run.log_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "config/overrides.yaml")
+
+    torch.manual_seed(cfg.seed)  # initialisation
+    module = DropoutRiskModule(
+        n_features=dm.n_features,
+        hidden=list(cfg.model.hidden),
+        activation=cfg.model.activation,
+        loss=cfg.loss.name,
+        optimizer=optimizer_factory(cfg.optim),
+        zero_grad=cfg.optim.zero_grad,
+    )
+    guard = DivergenceGuard(cfg.guard.factor)
+    recorder = StepLossRecorder(run)
+    trainer = pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        deterministic=cfg.trainer.deterministic,
+        callbacks=[*([guard] if cfg.guard.enabled else []), recorder, *callbacks],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        num_sanity_val_steps=0,
+    )
+    sigint = signal.getsignal(signal.SIGINT)
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm)
+    finally:
+        fit_s = time.perf_counter() - t0
+        if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
+            signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C after catching one
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    module.cpu().eval()
+    diverged = cfg.guard.enabled and guard.diverged
+    outcome = "diverged" if diverged else "converged"
+
+    metrics: dict[str, float] = {"time/fit_s": fit_s, "epochs_completed": float(len(module.val_history))}
+    val_m, val_logits, val_p = evaluate(module, *dm.tensors["val"], dm.p_true("val"), "val")
+    test_m, _, test_p = evaluate(module, *dm.tensors["test"], dm.p_true("test"), "test")
+    metrics.update(val_m)
+    metrics.update(test_m)
+    if dm.data.p_true is not None:
+        metrics.update({f"bayes/{k}": v for k, v in bayes_metrics(
+            dm.tensors["test"][1].numpy().astype(np.int64), dm.p_true("test")).items()})
+    run.log_metrics(metrics, step=len(module.val_history), flush=True)
+
+    t1 = time.perf_counter()
+    _log_reliability(run, cfg, module, dm, name, val_p)
+    digest = weights_hash(module.net)
+    if cfg.tracking.log_model:
+        run.log_torch({"state_dict": module.net.state_dict(), "feature_names": dm.feature_names,
+                       "mean": dm.mean, "std": dm.std, "config": resolved}, "model/model.pt")
+    run.set_tags({"outcome": outcome, "weights_sha256": digest,
+                  **({"diverged_at_step": str(guard.diverged_at_step), "diverged_reason": guard.reason}
+                     if diverged else {})})
+    run.log_metrics({"time/report_s": time.perf_counter() - t1}, step=0, flush=True)
+    run.end("FINISHED")
+    return RunResult(
+        run_id=run.run_id, run_name=name, experiment_id=run.experiment_id, outcome=outcome,
+        diverged_at_step=guard.diverged_at_step if diverged else None, metrics=metrics,
+        val_history=module.val_history, train_loss=recorder.losses, weights_sha256=digest,
+    )
+
+
+def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
+                     final_p: np.ndarray) -> None:
+    """Per-epoch diagrams into the UI's image grid (key reliability/val), drawn after fit from
+    the stored validation probabilities so plotting never slows training; the final one as
+    plots/reliability_val.png."""
+    y = dm.tensors["val"][1].numpy().astype(np.int64)
+    every = cfg.tracking.reliability_every_n_epochs
+    n = len(module.val_probs)
+    for epoch in range(1, n + 1):
+        if epoch % every and epoch != n:
+            continue
+        fig = plots.reliability_diagram(y, module.val_probs[epoch - 1], title=f"{name} · epoch {epoch}")
+        run.log_image(fig, key="reliability/val", step=epoch)
+        plots.close(fig)
+    fig = plots.reliability_diagram(y, final_p, title=f"{name} · final (val)")
+    run.log_figure(fig, "plots/reliability_val.png")
+    plots.close(fig)

@@ -44,7 +44,17 @@ def test_train_logs_everything_to_mlflow(make_cfg, client):
     cfg_back = yaml.safe_load(open(f"{local}/config.yaml"))
     assert cfg_back["trainer"]["max_epochs"] == 3 and cfg_back["seed"] == 0
     assert yaml.safe_load(open(f"{local}/overrides.yaml")) == ["trainer.max_epochs=3"]
-    assert [f.path for f in client.list_artifacts(result.run_id, "plots")] == ["plots/reliability_val.png"]
+    assert {f.path for f in client.list_artifacts(result.run_id, "plots")} == {
+        "plots/reliability_val.png", "plots/reliability_calibration.png"}
+    # final predictions, for reports that redraw without re-running
+    pred = np.load(client.download_artifacts(result.run_id, "predictions/predictions.npz"))
+    assert len(pred["val_y"]) == len(pred["val_logit"]) == len(pred["val_p_true"])
+    # temperature scaling: fitted on validation, reported for val and test
+    assert run.data.metrics["temperature"] > 0
+    for key in ("val/log_loss_calibrated", "test/ece_calibrated", "val/ece_true_calibrated"):
+        assert key in run.data.metrics, key
+    # T minimises validation log loss, so it cannot make it worse
+    assert run.data.metrics["val/log_loss_calibrated"] <= run.data.metrics["val/log_loss"] + 1e-9
     images = client.list_artifacts(result.run_id, "images")
     steps_logged = {f.path.split("+step+")[1].split("+")[0] for f in images if f.path.endswith(".png")}
     assert len(steps_logged) >= 2

@@ -100,6 +100,11 @@ class GuardConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    method: str = "temperature"  # temperature: one T fitted on validation logits | none
+
+
+@dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_location: str | None = "mlruns/artifacts"  # None: the server decides
@@ -119,6 +124,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags
 
@@ -134,6 +140,7 @@ def register_configs() -> None:
     cs.store(group="loss", name="loss_schema", node=LossConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    cs.store(group="calibration", name="calibration_schema", node=CalibrationConfig)
 
 
 # --- the _target_ allow-list -------------------------------------------------------------
@@ -212,6 +219,8 @@ def validate(cfg: DictConfig) -> None:
          f"model.hidden={list(m.hidden)} must list at least one positive layer width, e.g. model.hidden=[64,32]")
     need(cfg.loss.name in ("bce", "mse"), f"loss.name={cfg.loss.name!r} is unknown: use loss=bce or loss=mse")
     need(cfg.guard.factor > 1, f"guard.factor={cfg.guard.factor} must be > 1, e.g. guard.factor=10")
+    need(cfg.calibration.method in ("temperature", "none"),
+         f"calibration.method={cfg.calibration.method!r} is unknown: use calibration=temperature or calibration=none")
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")
     from dropout_risk.model import ACTIVATIONS
 
@@ -222,6 +231,18 @@ def validate(cfg: DictConfig) -> None:
     if d.kind == "csv":
         need(bool(d.target), "data=csv needs the label column: pass data.target=COLUMN")
         need(d.positive is not None, "data=csv needs the positive label: pass data.positive=VALUE")
+
+
+_OPTIM_SCHEMAS = {"torch.optim.AdamW": "adamw_schema", "torch.optim.SGD": "sgd_schema"}
+
+
+def saved_config_yaml(cfg: DictConfig) -> str:
+    """The resolved config as a file Hydra can run again under the same schema:
+    `python pipelines/train.py --config-dir DIR --config-name config`."""
+    resolved = to_container(cfg)
+    schema = _OPTIM_SCHEMAS.get(str(cfg.optim._target_))
+    defaults: list = ["config_schema", *([{"optim": schema}] if schema else []), "_self_"]
+    return OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults, **resolved}))
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -208,6 +208,15 @@ class Run:
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
 
+    def log_arrays(self, artifact_file: str, **arrays) -> None:
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            np.savez_compressed(path, **arrays)
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close. Safe to call twice; never leaves the run RUNNING."""
         if self.ended:

@@ -20,7 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk import plots
-from dropout_risk.config import to_container, validate
+from dropout_risk.calibration import apply_temperature, fit_temperature
+from dropout_risk.config import saved_config_yaml, to_container, validate
 from dropout_risk.data.loaders import load_data
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.divergence import DivergenceGuard
@@ -158,7 +159,7 @@ def train(
 def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict,
                   overrides: list[str], callbacks: list[pl.Callback]) -> RunResult:
     run.log_params(flatten(resolved))
-    run.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config/config.yaml")
+    run.log_text(saved_config_yaml(cfg), "config/config.yaml")
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "config/overrides.yaml")
 
     torch.manual_seed(cfg.seed)  # initialisation
@@ -200,16 +201,24 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
 
     metrics: dict[str, float] = {"time/fit_s": fit_s, "epochs_completed": float(len(module.val_history))}
     val_m, val_logits, val_p = evaluate(module, *dm.tensors["val"], dm.p_true("val"), "val")
-    test_m, _, test_p = evaluate(module, *dm.tensors["test"], dm.p_true("test"), "test")
+    test_m, test_logits, test_p = evaluate(module, *dm.tensors["test"], dm.p_true("test"), "test")
     metrics.update(val_m)
     metrics.update(test_m)
     if dm.data.p_true is not None:
         metrics.update({f"bayes/{k}": v for k, v in bayes_metrics(
             dm.tensors["test"][1].numpy().astype(np.int64), dm.p_true("test")).items()})
+    if cfg.calibration.method == "temperature" and np.all(np.isfinite(val_logits)):
+        metrics.update(_temperature_scaling(run, dm, name, val_logits, test_logits))
     run.log_metrics(metrics, step=len(module.val_history), flush=True)
 
     t1 = time.perf_counter()
     _log_reliability(run, cfg, module, dm, name, val_p)
+    # Final predictions, so reports (sweep grids, compare) can redraw without re-running.
+    pred = {"val_y": dm.tensors["val"][1].numpy().astype(np.int8), "val_logit": val_logits.astype(np.float32),
+            "test_y": dm.tensors["test"][1].numpy().astype(np.int8), "test_logit": test_logits.astype(np.float32)}
+    if dm.data.p_true is not None:
+        pred.update(val_p_true=dm.p_true("val").astype(np.float32), test_p_true=dm.p_true("test").astype(np.float32))
+    run.log_arrays("predictions/predictions.npz", **pred)
     digest = weights_hash(module.net)
     if cfg.tracking.log_model:
         run.log_torch({"state_dict": module.net.state_dict(), "feature_names": dm.feature_names,
@@ -224,6 +233,30 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         diverged_at_step=guard.diverged_at_step if diverged else None, metrics=metrics,
         val_history=module.val_history, train_loss=recorder.losses, weights_sha256=digest,
     )
+
+
+CALIBRATED = ("log_loss", "brier", "ece", "ece_adaptive", "mce", "ece_true", "excess_log_loss")
+
+
+def _temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits: np.ndarray,
+                         test_logits: np.ndarray) -> dict[str, float]:
+    """Fit T on validation logits only; report calibrated val and test metrics and draw the
+    reliability diagram before and after side by side."""
+    val_y = dm.tensors["val"][1].numpy().astype(np.int64)
+    test_y = dm.tensors["test"][1].numpy().astype(np.int64)
+    t = fit_temperature(val_logits, val_y)
+    out = {"temperature": t}
+    for split, logits, y in (("val", val_logits, val_y), ("test", test_logits, test_y)):
+        p = apply_temperature(logits, t)
+        m = binary_metrics(y, p)
+        if dm.p_true(split) is not None:
+            m.update(truth_metrics(y, p, dm.p_true(split)))
+        out.update({f"{split}/{k}_calibrated": v for k, v in m.items() if k in CALIBRATED})
+    fig = plots.reliability_pair(val_y, apply_temperature(val_logits, 1.0), apply_temperature(val_logits, t),
+                                 titles=(f"{name} · val, before", f"after temperature scaling (T = {t:.3g})"))
+    run.log_figure(fig, "plots/reliability_calibration.png")
+    plots.close(fig)
+    return out
 
 
 def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,

@@ -20,6 +20,7 @@ class TabularData:
     y:        int64 array of 0/1, same length as features.
     p_true:   the known P(y=1 | x) when the data is synthetic, else None.
     fingerprint: what identifies the data (sha256 of file bytes, or generator version + params).
+    onehot:   names of the one-hot indicator columns (a rare level may be absent from a split).
     """
 
     name: str
@@ -27,6 +28,7 @@ class TabularData:
     y: np.ndarray
     p_true: np.ndarray | None = None
     fingerprint: dict = field(default_factory=dict)
+    onehot: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.y):

@@ -65,15 +65,13 @@ class StudentDataModule(pl.LightningDataModule):
         self.data, self.cfg, self.seed = data, cfg, seed
         self.splits: dict[str, np.ndarray] = {}
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.feature_names: list[str] = []
+        self.dropped_levels: list[str] = []
         self.setup()
 
     @property
     def n_features(self) -> int:
-        return self.data.features.shape[1]
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.data.features.columns)
+        return len(self.feature_names)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
@@ -86,7 +84,17 @@ class StudentDataModule(pl.LightningDataModule):
                 "at least 10 of each: check data.target / data.positive"
             )
         self.splits = split_indices(y, self.cfg.val_frac, self.cfg.test_frac, self.seed)
-        x = self.data.features.to_numpy(dtype=np.float64)
+        features = self.data.features
+        train_std = features.iloc[self.splits["train"]].std(axis=0, ddof=0)
+        # A one-hot level that no training student has carries nothing: drop it. A raw feature
+        # that is constant is a data problem the user should see.
+        onehot = set(self.data.onehot)
+        empty_levels = [c for c in features.columns if c in onehot and train_std[c] == 0]
+        self.dropped_levels = empty_levels
+        if empty_levels:
+            features = features.drop(columns=empty_levels)
+        self.feature_names = list(features.columns)
+        x = features.to_numpy(dtype=np.float64)
         train_x = x[self.splits["train"]]
         # Standardisation statistics from the training split only (no peeking at val/test).
         self.mean = train_x.mean(axis=0)

@@ -279,6 +279,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
     pieces: list[pd.DataFrame] = []
     missing: list[str] = []
     missing_cols: list[str] = []
+    onehot: list[str] = []
     for col in frame.columns:
         series = frame[col]
         as_category = col in categorical
@@ -319,7 +320,9 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
                 )
             order = sorted(set(levels), key=_level_order)
             cat = pd.Categorical(levels, categories=order)
-            pieces.append(pd.get_dummies(cat, prefix=col, prefix_sep="=", dtype=np.float64))
+            dummies = pd.get_dummies(cat, prefix=col, prefix_sep="=", dtype=np.float64)
+            onehot.extend(str(c) for c in dummies.columns)
+            pieces.append(dummies)
             continue
         n_nan = int(np.isnan(values).sum())
         n_inf = int(np.isinf(values).sum())
@@ -348,7 +351,9 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
         )
     features.columns = names
     features.index = pd.RangeIndex(n)
-    return features.astype(np.float64)
+    features = features.astype(np.float64)
+    features.attrs["onehot"] = onehot
+    return features
 
 
 def _to_tabular(
@@ -380,7 +385,8 @@ def _to_tabular(
         raise _fail(f"{where}: data.categorical contains the target {target!r}; remove it from the list")
     kept = frame.drop(columns=[target, *drop_columns])
     features = _encode(kept, [c for c in categorical if c not in drop_columns], where)
-    return TabularData(name=name, features=features, y=y, p_true=None, fingerprint=fingerprint)
+    onehot = list(features.attrs.pop("onehot", []))
+    return TabularData(name=name, features=features, y=y, p_true=None, fingerprint=fingerprint, onehot=onehot)
 
 
 # --------------------------------------------------------------------------------------- public API

@@ -16,6 +16,14 @@ from dropout_risk.data.base import DataError
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from dropout_risk.sweep import SweepError
+    except ImportError:
+        return USER_ERRORS
+    return (*USER_ERRORS, SweepError)
+
+
 def hydra_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -30,7 +38,7 @@ def run_cli(job: Callable[[], int | None]) -> None:
     returned by the job becomes the exit code (returning normally keeps Hydra multiruns going)."""
     try:
         code = job()
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -74,6 +82,29 @@ def print_run_summary(result, cfg: DictConfig) -> None:
         print(f"Bayes-optimal (p_true) on test: log loss {fmt(m['bayes/log_loss_bayes'])}, "
               f"AUROC {fmt(m['bayes/auroc_bayes'])}")
     print(f"run_id: {result.run_id}")
+    print(f"MLflow UI: {ui_command(cfg.tracking.uri)}")
+    print(f"  then open {runs_url(result.experiment_id)}")
+
+
+def print_sweep_summary(result, cfg: DictConfig) -> None:
+    from dropout_risk.tracking import runs_url, ui_command
+
+    frame = result.summary.drop(columns=["run_id"])
+    print()
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    lo, hi = result.boundary
+    print()
+    if result.sharpness is not None:
+        print(f"sharpness at init lambda_max = {result.sharpness:.4g}; plain-GD threshold 2/lambda_max = "
+              f"{result.gd_threshold:.4g} (a reference for plain gradient descent, not for adaptive optimisers)")
+    print(f"observed boundary: largest converged lr = {fmt(lo) if lo else 'none'}, "
+          f"smallest diverged lr = {fmt(hi) if hi else 'none'}"
+          + (f" ({hi / result.gd_threshold:.3g} x 2/lambda_max)" if hi and result.gd_threshold else ""))
+    if result.best_trial is not None:
+        best = result.summary[result.summary.trial == result.best_trial].iloc[0]
+        print(f"best trial: {result.best_trial} (lr {best.lr:.4g}, val log loss {best.val_loss:.4f})")
+    print(f"sweep_run_id: {result.parent_run_id}")
+    print(f"study: {result.study}")
     print(f"MLflow UI: {ui_command(cfg.tracking.uri)}")
     print(f"  then open {runs_url(result.experiment_id)}")
 

@@ -53,9 +53,11 @@ class OptimConfig:
     _partial_: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.0
-    # Not an optimizer argument: the pitfall switch. False skips optimizer.zero_grad(), so
-    # gradients accumulate across steps (see conf/experiment/pitfall_no_zero_grad).
+    # Not optimizer arguments. zero_grad=false is the pitfall switch: it skips
+    # optimizer.zero_grad(), so gradients accumulate across steps. scan_range is the learning-rate
+    # range a divergence sweep scans by default for this optimiser.
     zero_grad: bool = True
+    scan_range: list[float] = field(default_factory=lambda: [1e-4, 10.0])
 
 
 @dataclass
@@ -102,6 +104,7 @@ class GuardConfig:
 @dataclass
 class CalibrationConfig:
     method: str = "temperature"  # temperature: one T fitted on validation logits | none
+    figure: bool = True  # plots/reliability_calibration.png (before/after side by side)
 
 
 @dataclass
@@ -112,6 +115,29 @@ class TrackingConfig:
     run_name: str | None = None  # None: named from optimiser, lr, seed
     log_model: bool = True
     reliability_every_n_epochs: int = 1
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "median"  # median | none (refine trials only; the scan is never pruned)
+    n_startup_trials: int = 2  # trials that finish before pruning starts
+    n_warmup_steps: int = 2  # epochs before a trial can be pruned
+
+
+@dataclass
+class SweepConfig:
+    study: str | None = None  # None: named from the optimiser and a hash of the config
+    storage: str | None = None  # None: journal file mlruns/optuna-journal.log; or sqlite:///, postgresql://
+    n_scan: int = 24
+    lr_min: float | None = None  # None: optim.scan_range
+    lr_max: float | None = None
+    n_refine: int = 8
+    n_workers: int = 1
+    role: str = "auto"  # auto: create or join, work, report | worker | report
+    search: dict[str, list[float]] = field(default_factory=dict)  # refine also over key: [low, high] (log)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    sharpness_iters: int = 100
+    heartbeat_s: int = 10  # RDB storages: a worker silent this long x3 is taken as dead
 
 
 @dataclass
@@ -127,6 +153,7 @@ class Config:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags
+    sweep: SweepConfig | None = None  # set by pipelines/sweep.py (conf/sweep.yaml)
 
 
 def register_configs() -> None:
@@ -141,6 +168,7 @@ def register_configs() -> None:
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
     cs.store(group="calibration", name="calibration_schema", node=CalibrationConfig)
+    cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
 
 
 # --- the _target_ allow-list -------------------------------------------------------------
@@ -174,6 +202,8 @@ def _is_allowed_target(target: str) -> bool:
 def check_targets(node: Any, path: str = "") -> None:
     """Raise ConfigError for the first `_target_` outside the allow-list."""
     if isinstance(node, DictConfig):
+        if node._is_none() or node._is_missing():
+            return
         items = node.items_ex(resolve=False)
     elif isinstance(node, dict):
         items = node.items()

@@ -33,7 +33,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 # Keys of the optim config that are ours, not the optimiser's.
-_NOT_OPTIMIZER_ARGS = ("zero_grad",)
+_NOT_OPTIMIZER_ARGS = ("zero_grad", "scan_range")
 
 
 class MLP(nn.Module):

@@ -359,6 +359,7 @@ def divergence_chart(
         ax_loss.set_ylim(10 ** (lo - 0.05 * span), 10 ** (lo - 0.05 * span + span))
     else:
         ax_loss.set_ylim(0.1, 10.0)
+        ax_loss.tick_params(axis="y", which="both", left=False, labelleft=False)
         ax_loss.text(
             0.5, 0.45, "no trial converged: no losses to show", ha="center", va="center",
             color="0.3", transform=ax_loss.transAxes,
@@ -386,8 +387,9 @@ def divergence_chart(
                      label="diverged (at step ...)")
         for x_value, s in zip(lr[diverged], step[diverged], strict=True):
             if np.isfinite(s):
-                ax_loss.text(x_value, _TOP_ROW - 0.05, f"step {int(s)}", rotation=90, ha="center", va="top",
-                             fontsize=7, color=_DIVERGED_COLOR, transform=top_row)
+                ax_loss.annotate(f"step {int(s)}", xy=(x_value, _TOP_ROW), xycoords=top_row, xytext=(2, -7),
+                                 textcoords="offset points", rotation=90, ha="left", va="top", fontsize=7,
+                                 color=_DIVERGED_COLOR)
     failed = outcome == "failed"
     if failed.any():
         ax_loss.plot(lr[failed], np.full(int(failed.sum()), _TOP_ROW), ls="none", marker="s", ms=6,

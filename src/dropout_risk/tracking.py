@@ -24,6 +24,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _BATCH = 1000  # MLflow accepts at most 1000 metrics (100 params) per log_batch request
 PACKAGES = ("torch", "lightning", "mlflow", "optuna", "numpy", "pandas", "scikit-learn", "hydra-core")

@@ -197,18 +197,25 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         raise KeyboardInterrupt
     module.cpu().eval()
     diverged = cfg.guard.enabled and guard.diverged
-    outcome = "diverged" if diverged else "converged"
+    # A callback that stopped training for its own reason (a sweep's pruner) names the outcome.
+    stopped_by = next((cb.outcome for cb in callbacks if getattr(cb, "outcome", None)), None)
+    outcome = "diverged" if diverged else (stopped_by or "converged")
 
     metrics: dict[str, float] = {"time/fit_s": fit_s, "epochs_completed": float(len(module.val_history))}
     val_m, val_logits, val_p = evaluate(module, *dm.tensors["val"], dm.p_true("val"), "val")
     test_m, test_logits, test_p = evaluate(module, *dm.tensors["test"], dm.p_true("test"), "test")
     metrics.update(val_m)
     metrics.update(test_m)
+    # The log loss of always predicting the training base rate: below it, the model has learned something.
+    base = float(dm.tensors["train"][1].mean())
+    for split in ("val", "test"):
+        y = dm.tensors[split][1].numpy()
+        metrics[f"{split}/log_loss_prior"] = float(-np.mean(y * np.log(base) + (1 - y) * np.log(1 - base)))
     if dm.data.p_true is not None:
         metrics.update({f"bayes/{k}": v for k, v in bayes_metrics(
             dm.tensors["test"][1].numpy().astype(np.int64), dm.p_true("test")).items()})
     if cfg.calibration.method == "temperature" and np.all(np.isfinite(val_logits)):
-        metrics.update(_temperature_scaling(run, dm, name, val_logits, test_logits))
+        metrics.update(_temperature_scaling(run, dm, name, val_logits, test_logits, cfg.calibration.figure))
     run.log_metrics(metrics, step=len(module.val_history), flush=True)
 
     t1 = time.perf_counter()
@@ -239,7 +246,7 @@ CALIBRATED = ("log_loss", "brier", "ece", "ece_adaptive", "mce", "ece_true", "ex
 
 
 def _temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits: np.ndarray,
-                         test_logits: np.ndarray) -> dict[str, float]:
+                         test_logits: np.ndarray, figure: bool = True) -> dict[str, float]:
     """Fit T on validation logits only; report calibrated val and test metrics and draw the
     reliability diagram before and after side by side."""
     val_y = dm.tensors["val"][1].numpy().astype(np.int64)
@@ -252,6 +259,8 @@ def _temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits:
         if dm.p_true(split) is not None:
             m.update(truth_metrics(y, p, dm.p_true(split)))
         out.update({f"{split}/{k}_calibrated": v for k, v in m.items() if k in CALIBRATED})
+    if not figure:
+        return out
     fig = plots.reliability_pair(val_y, apply_temperature(val_logits, 1.0), apply_temperature(val_logits, t),
                                  titles=(f"{name} · val, before", f"after temperature scaling (T = {t:.3g})"))
     run.log_figure(fig, "plots/reliability_calibration.png")
@@ -272,7 +281,11 @@ def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMo
             continue
         fig = plots.reliability_diagram(y, module.val_probs[epoch - 1], title=f"{name} · epoch {epoch}")
         run.log_image(fig, key="reliability/val", step=epoch)
+        if epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True):
+            run.log_figure(fig, "plots/reliability_val.png")  # the last epoch's model is the final one
+            final_p = None
         plots.close(fig)
-    fig = plots.reliability_diagram(y, final_p, title=f"{name} · final (val)")
-    run.log_figure(fig, "plots/reliability_val.png")
-    plots.close(fig)
+    if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too
+        fig = plots.reliability_diagram(y, final_p, title=f"{name} · final (val)")
+        run.log_figure(fig, "plots/reliability_val.png")
+        plots.close(fig)

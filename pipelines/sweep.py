@@ -1,0 +1,32 @@
+"""The learning-rate divergence sweep: scan + refine, charted against 2/lambda_max.
+
+    python pipelines/sweep.py                                  # AdamW, scan + refine on the cohort
+    python pipelines/sweep.py optim=sgd sweep.n_scan=32 sweep.lr_min=1e-3 sweep.lr_max=100
+    python pipelines/sweep.py sweep.n_workers=2                # two worker processes
+    python pipelines/sweep.py sweep.study=my-study             # run again after a crash: it resumes
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dropout_risk.cli import hydra_overrides, preflight, print_sweep_summary, run_cli
+from dropout_risk.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+def main(cfg: DictConfig) -> None:
+    from dropout_risk.sweep import run_sweep
+
+    def job() -> None:
+        result = run_sweep(cfg, overrides=hydra_overrides(), log=lambda msg: print(msg, flush=True))
+        if result is not None:
+            print_sweep_summary(result, cfg)
+
+    run_cli(job)
+
+
+if __name__ == "__main__":
+    preflight("sweep")
+    main()

@@ -1,0 +1,668 @@
+"""The Optuna study around train(): a learning-rate scan charted against 2/λ_max, then TPE
+refinement inside the stable range the scan found.
+
+All planned trials are created up front as WAITING trials (the scan grid with fixed learning
+rates, the refine trials with no fixed parameters, so TPE samples them when they start).
+Workers claim WAITING trials through the storage, so any number of processes, on one machine
+(journal file) or many (PostgreSQL), share the work and the study ends at exactly its planned
+count. Running the same command again resumes: finished trials are kept, trials whose process
+died are marked failed and re-enqueued, and their MLflow runs are closed as KILLED.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import optuna
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from dropout_risk.config import to_container, validate
+from dropout_risk.tracking import Run, flatten, resolve_uri
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SUMMARY_COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train_loss", "val_loss",
+                   "auroc", "ece", "brier", "duration_s", "run_id"]
+RETRYABLE = ("interrupted", "worker_died")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start: one line naming the problem and the fix."""
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def lr_range(cfg: DictConfig) -> tuple[float, float]:
+    s = cfg.sweep
+    lo = s.lr_min if s.lr_min is not None else cfg.optim.scan_range[0]
+    hi = s.lr_max if s.lr_max is not None else cfg.optim.scan_range[1]
+    return float(lo), float(hi)
+
+
+def validate_sweep(cfg: DictConfig) -> None:
+    validate(cfg)
+    s = cfg.sweep
+    lo, hi = lr_range(cfg)
+    if not (lo > 0 and hi > 0):
+        raise SweepError(f"sweep.lr_min={lo}, sweep.lr_max={hi}: learning rates must be > 0")
+    if not lo < hi:
+        raise SweepError(f"sweep.lr_min={lo} >= sweep.lr_max={hi}: the range is empty or inverted; "
+                         "pass e.g. sweep.lr_min=1e-3 sweep.lr_max=100")
+    if s.n_scan < 2:
+        raise SweepError(f"sweep.n_scan={s.n_scan}: a scan needs at least 2 learning rates, e.g. sweep.n_scan=24")
+    if s.n_refine < 0 or s.n_workers < 1:
+        raise SweepError("sweep.n_refine must be >= 0 and sweep.n_workers >= 1")
+    if s.role not in ("auto", "worker", "report"):
+        raise SweepError(f"sweep.role={s.role!r} is unknown: use auto, worker or report")
+    if s.pruner.name not in ("median", "none"):
+        raise SweepError(f"sweep.pruner.name={s.pruner.name!r} is unknown: use median or none")
+    for key, bounds in s.search.items():
+        if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+            raise SweepError(f"sweep.search.{key}={list(bounds)}: give [low, high] with 0 < low < high")
+        if OmegaConf.select(cfg, key) is None:
+            raise SweepError(f"sweep.search.{key}: no such config key to search over")
+
+
+def lr_grid(lo: float, hi: float, n: int) -> list[float]:
+    return [float(f"{v:.6g}") for v in np.geomspace(lo, hi, n)]
+
+
+def trial_space(cfg: DictConfig) -> dict:
+    """What makes two sweeps the same study: everything but tracking and the worker count."""
+    base = to_container(cfg)
+    for key in ("tracking", "tags"):
+        base.pop(key, None)
+    base["sweep"] = {k: v for k, v in base["sweep"].items()
+                     if k not in ("study", "storage", "n_workers", "role", "heartbeat_s")}
+    base["optim"].pop("lr", None)
+    return base
+
+
+def default_study_name(cfg: DictConfig) -> str:
+    digest = hashlib.sha256(json.dumps(trial_space(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    optim = str(cfg.optim._target_).rsplit(".", 1)[-1].lower()
+    return f"lr-{optim}-{cfg.data.kind}-{digest}"
+
+
+def make_storage(url: str | None, heartbeat_s: int = 10) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL. None: the journal file under mlruns/ (several processes
+    on one machine may share it; SQLite locks under parallel writers)."""
+    journal = None
+    if url is None:
+        journal = "mlruns/optuna-journal.log"
+    elif url.startswith("journal://"):
+        journal = url[len("journal://"):]
+    elif url.endswith((".log", ".journal")) and "://" not in url:
+        journal = url
+    if journal is not None:
+        path = Path(journal).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise SweepError(f"sweep.storage={url!r}: unknown storage scheme {scheme!r}; use a journal file "
+                         "(path ending in .log), sqlite:///file.db or postgresql://user@host/db")
+    engine_kwargs = {} if scheme == "sqlite" else {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+    heartbeat = {} if scheme == "sqlite" else {
+        "heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
+        "failed_trial_callback": _retry_failed_trial}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    except Exception as exc:  # noqa: BLE001 - any connection failure becomes one line
+        reason = str(exc).strip().splitlines()[0][:300]
+        raise SweepError(f"sweep.storage: cannot open {_redact(url)}: {reason}") from None
+
+
+def _redact(url: str) -> str:
+    """Never print a password that came in a URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _retry_failed_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Heartbeat expired (worker died): re-enqueue the same trial so the planned count is reached."""
+    _enqueue_retry(study, trial)
+
+
+def _enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    params = {"lr": trial.params["lr"]} if trial.user_attrs.get("phase") == "scan" and "lr" in trial.params else {}
+    if not params and trial.user_attrs.get("phase") == "scan":
+        params = {"lr": trial.user_attrs.get("lr_planned")}
+    study.enqueue_trial(params, user_attrs={"phase": trial.user_attrs.get("phase", "scan"),
+                                            "lr_planned": trial.user_attrs.get("lr_planned"),
+                                            "retry_of": trial.number})
+
+
+# --- the study --------------------------------------------------------------------------------
+
+
+def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
+    """Create the study (enqueue every planned trial once) or load it and check that it is the
+    same sweep. Returns (study, created)."""
+    s = cfg.sweep
+    storage = make_storage(s.storage, s.heartbeat_s)
+    name = s.study or default_study_name(cfg)
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, max(1, s.n_refine // 2)))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner.n_startup_trials,
+                                          n_warmup_steps=s.pruner.n_warmup_steps)
+              if s.pruner.name == "median" else optuna.pruners.NopPruner())
+    space = trial_space(cfg)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        if not create:
+            raise SweepError(f"sweep.study={name!r} does not exist in {_redact(str(s.storage or 'the journal file'))}; "
+                             "start the sweep first without sweep.role=worker") from None
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="minimize", load_if_exists=True)
+        if "space" not in study.user_attrs:
+            study.set_user_attr("space", space)
+            study.set_user_attr("planned", s.n_scan + s.n_refine)
+            study.set_user_attr("created", time.time())
+            lo, hi = lr_range(cfg)
+            for lr in lr_grid(lo, hi, s.n_scan):
+                study.enqueue_trial({"lr": lr}, user_attrs={"phase": "scan", "lr_planned": lr})
+            for _ in range(s.n_refine):
+                study.enqueue_trial({}, user_attrs={"phase": "refine"})
+            return study, True
+    if study.user_attrs.get("space") != space:
+        diff = _first_difference(study.user_attrs.get("space", {}), space)
+        raise SweepError(f"sweep.study={name!r} exists with a different search space or config ({diff}); "
+                         "pass a new sweep.study=NAME, or the study's original settings")
+    return study, False
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    return f"{path}: study has {a!r}, this command {b!r}"
+
+
+def effective_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials minus those superseded by a retry, in trial order."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return [t for t in trials if t.number not in retried]
+
+
+def recover_dead_trials(study: optuna.Study, uri: str, parent_run_id: str | None) -> int:
+    """Trials left RUNNING by a process that died on this machine, or failed by Ctrl-C: mark
+    failed, re-enqueue, close their MLflow runs as KILLED. Returns how many were recovered."""
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") == host and pid is not None and not _alive(int(pid)):
+            study._storage.set_trial_user_attr(t._trial_id, "outcome", "worker_died")
+            study.tell(t.number, state=TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("outcome") in RETRYABLE and t.number not in retried:
+            _enqueue_retry(study, t)
+            n += 1
+    if parent_run_id:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(resolve_uri(uri))
+        parent = client.get_run(parent_run_id)
+        live = {t.user_attrs.get("run_id") for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for run in client.search_runs([parent.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
+            if run.info.run_id not in live:
+                client.set_tag(run.info.run_id, "outcome", "failed")
+                client.set_terminated(run.info.run_id, "KILLED")
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- one worker -------------------------------------------------------------------------------
+
+
+class PruneOnValLoss(pl.Callback):
+    """Report validation log loss to the trial each epoch; stop when the pruner says so.
+    (optuna-integration's callback refuses JournalStorage, our default.)"""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.outcome: str | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if not pl_module.val_history:
+            return
+        epoch = len(pl_module.val_history)
+        value = pl_module.val_history[-1].get("val/log_loss", float("nan"))
+        if math.isfinite(value):
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                self.outcome = "pruned"
+                trainer.should_stop = True
+
+
+def claim_trial(study: optuna.Study) -> optuna.Trial | None:
+    """Claim one WAITING trial atomically through the storage (as Study.ask does, but never
+    creating a trial beyond the planned ones)."""
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except RuntimeError:  # another worker claimed it first
+            continue
+    return None
+
+
+def stable_range(trials: list[optuna.trial.FrozenTrial]) -> tuple[float, float] | None:
+    """The learning rates the scan saw learn (converged, validation log loss below that of
+    predicting the base rate) below the smallest that diverged; if none learned, the converged ones."""
+    scan = [t for t in trials if t.user_attrs.get("phase") == "scan" and "lr" in t.params]
+    diverged = [t.params["lr"] for t in scan if t.user_attrs.get("outcome") == "diverged"]
+    limit = min(diverged) if diverged else math.inf
+    converged = [t for t in scan if t.user_attrs.get("outcome") == "converged" and t.params["lr"] < limit]
+    learned = [t for t in converged if (t.user_attrs.get("val_loss") or math.inf) < t.user_attrs.get("val_loss_prior", 0)]
+    ok = sorted(t.params["lr"] for t in (learned or converged))
+    if not ok:
+        return None
+    return (ok[0], ok[-1]) if ok[0] < ok[-1] else (ok[0] / 2, ok[0])
+
+
+def _wait_for_scan(study: optuna.Study, poll_s: float = 0.5) -> list[optuna.trial.FrozenTrial]:
+    while True:
+        trials = effective_trials(study)
+        open_scan = [t for t in trials if t.user_attrs.get("phase") == "scan"
+                     and t.state in (TrialState.WAITING, TrialState.RUNNING)]
+        if not open_scan:
+            return trials
+        time.sleep(poll_s)
+
+
+def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_run_id: str,
+              planned: int, log=print) -> None:
+    """Train one trial and tell the study. Never raises for a failed trial (Ctrl-C does)."""
+    from dropout_risk.train import train
+
+    s = cfg.sweep
+    phase = trial.user_attrs.get("phase", "scan")
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    tcfg = copy.deepcopy(cfg)
+    OmegaConf.set_struct(tcfg, False)
+    if phase == "refine":
+        rng = stable_range(_wait_for_scan(study))
+        if rng is None:
+            trial.set_user_attr("outcome", "failed")
+            trial.set_user_attr("error", "the scan found no stable learning rate to refine in")
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"[trial {trial.number + 1}/{planned} refine] skipped: no stable learning rate in the scan")
+            return
+        lr = trial.suggest_float("lr", rng[0], rng[1], log=True)
+        for key, (low, high) in s.search.items():
+            OmegaConf.update(tcfg, key, trial.suggest_float(key, float(low), float(high), log=True))
+    else:
+        lo, hi = lr_range(cfg)
+        lr = trial.suggest_float("lr", lo, hi, log=True)
+    tcfg.optim.lr = lr
+    tcfg.tracking.run_name = f"{phase}-{trial.number:03d}-lr{lr:.3g}"
+    OmegaConf.set_struct(tcfg, True)
+    callbacks = [PruneOnValLoss(trial)] if phase == "refine" and s.pruner.name != "none" else []
+    tags = {"sweep_id": parent_run_id, "trial": str(trial.number), "phase": phase, "study": study.study_name}
+    t0 = time.perf_counter()
+    try:
+        result = train(tcfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)
+    except KeyboardInterrupt:
+        trial.set_user_attr("outcome", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed trial never stops the sweep
+        trial.set_user_attr("outcome", "failed")
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        study.tell(trial, state=TrialState.FAIL)
+        log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g} failed: {type(exc).__name__}: {exc}")
+        return
+    m = result.metrics
+    attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(time.perf_counter() - t0, 3),
+             "diverged_at_step": result.diverged_at_step,
+             "train_loss": _finite_or_none(m.get("train/loss_epoch", _last_finite(result.train_loss))),
+             "val_loss": _finite_or_none(m.get("val/log_loss")), "auroc": _finite_or_none(m.get("val/auroc")),
+             "ece": _finite_or_none(m.get("val/ece")), "brier": _finite_or_none(m.get("val/brier")),
+             "val_loss_prior": _finite_or_none(m.get("val/log_loss_prior"))}
+    if result.train_loss:
+        epochs = max(1, len(result.val_history))
+        per_epoch = max(1, len(result.train_loss) // epochs)
+        attrs["train_loss"] = _finite_or_none(float(np.mean(result.train_loss[-per_epoch:])))
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    if result.outcome == "converged" and attrs["val_loss"] is not None:
+        study.tell(trial, attrs["val_loss"])
+    elif result.outcome == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+    detail = (f"diverged at step {result.diverged_at_step}" if result.outcome == "diverged"
+              else f"{result.outcome}  val log loss {_fmt(attrs['val_loss'])}  AUROC {_fmt(attrs['auroc'])}  "
+                   f"ECE {_fmt(attrs['ece'])}")
+    log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g}  {detail}  ({attrs['duration_s']:.1f} s)")
+
+
+def _finite_or_none(v) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def _last_finite(values: list[float]) -> float | None:
+    return next((v for v in reversed(values) if math.isfinite(v)), None)
+
+
+def _fmt(v) -> str:
+    return "nan" if v is None else f"{v:.4f}"
+
+
+def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) -> int:
+    """Take trials until none is waiting. Returns how many this worker ran."""
+    planned = int(study.user_attrs.get("planned", 0))
+    heartbeat = _heartbeat_support(study)
+    n = 0
+    while True:
+        trial = claim_trial(study)
+        if trial is None:
+            return n
+        with heartbeat(trial):
+            run_trial(cfg, study, trial, parent_run_id, planned, log)
+        n += 1
+
+
+def _heartbeat_support(study: optuna.Study):
+    """Optuna's heartbeat thread for RDB storages (so a dead worker's trial is failed and
+    retried by the others); a no-op elsewhere."""
+    from contextlib import contextmanager, nullcontext
+
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(study._storage):
+        return lambda trial: nullcontext()
+
+    @contextmanager
+    def beat(trial):
+        thread = get_heartbeat_thread(trial._trial_id, study._storage)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join()
+
+    return beat
+
+
+def worker_process(cfg_container: dict, study_name: str, parent_run_id: str, n_threads: int) -> None:
+    """Entry point of a spawned worker process: pays the imports once, then takes trials."""
+    import signal
+
+    import torch
+
+    from dropout_risk.config import register_configs
+
+    register_configs()
+    torch.set_num_threads(n_threads)
+    cfg = OmegaConf.create(cfg_container)
+    cfg.trainer.num_threads = n_threads
+    storage = make_storage(cfg.sweep.storage, cfg.sweep.heartbeat_s)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=optuna.samplers.TPESampler(seed=cfg.seed + os.getpid() % 1000),
+                              pruner=optuna.pruners.MedianPruner(cfg.sweep.pruner.n_startup_trials,
+                                                                 cfg.sweep.pruner.n_warmup_steps)
+                              if cfg.sweep.pruner.name == "median" else optuna.pruners.NopPruner())
+    try:
+        work(cfg, study, parent_run_id, log=lambda msg: print(msg, flush=True))
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    study: str
+    parent_run_id: str
+    experiment_id: str
+    summary: pd.DataFrame
+    sharpness: float | None
+    gd_threshold: float | None
+    boundary: tuple[float | None, float | None]
+    best_trial: int | None
+
+
+def summary_frame(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for t in effective_trials(study):
+        ua = t.user_attrs
+        outcome = ua.get("outcome") or {TrialState.PRUNED: "pruned", TrialState.COMPLETE: "converged"}.get(
+            t.state, "failed" if t.state == TrialState.FAIL else t.state.name.lower())
+        rows.append({"trial": t.number, "phase": ua.get("phase", "scan"),
+                     "lr": t.params.get("lr", ua.get("lr_planned")), "outcome": outcome,
+                     "diverged_at_step": ua.get("diverged_at_step"), "train_loss": ua.get("train_loss"),
+                     "val_loss": ua.get("val_loss"), "auroc": ua.get("auroc"), "ece": ua.get("ece"),
+                     "brier": ua.get("brier"), "duration_s": ua.get("duration_s"), "run_id": ua.get("run_id")})
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for col in ("lr", "diverged_at_step", "train_loss", "val_loss", "auroc", "ece", "brier", "duration_s"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def sharpness_at_init(cfg: DictConfig) -> float:
+    """λ_max of the training-loss Hessian at the initial weights every trial starts from."""
+    import torch
+
+    from dropout_risk.data.loaders import load_data
+    from dropout_risk.data.module import StudentDataModule
+    from dropout_risk.divergence import sharpness
+    from dropout_risk.model import MLP, loss_function
+
+    dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initialisation train() uses
+    net = MLP(dm.n_features, list(cfg.model.hidden), cfg.model.activation)
+    x, y = dm.tensors["train"]
+    return sharpness(net, loss_function(cfg.loss.name), x, y, iters=cfg.sweep.sharpness_iters, seed=cfg.seed)
+
+
+def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
+    """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run."""
+    from dropout_risk import plots
+    from dropout_risk.divergence import gd_threshold, observed_boundary
+
+    frame = summary_frame(study)
+    lam = study.user_attrs.get("sharpness_init")
+    threshold = gd_threshold(lam) if lam is not None else None
+    scan = frame[frame.phase == "scan"]
+    boundary = observed_boundary(frame)
+    optim = str(cfg.optim._target_).rsplit(".", 1)[-1]
+    fig = plots.divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
+    run.log_figure(fig, "plots/divergence.png")
+    run.log_image(fig, key="divergence", step=0)
+    plots.close(fig)
+
+    panels = _scan_panels(run, scan)
+    if panels:
+        fig = plots.reliability_grid(panels, ncols=6)
+        run.log_figure(fig, "plots/reliability_grid.png")
+        plots.close(fig)
+    run.log_text(frame.to_csv(index=False), "sweep_summary.csv")
+
+    completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
+    best = min(completed, key=lambda t: t.value) if completed else None
+    metrics = {"n_trials": len(frame), **{f"n_{o}": int((frame.outcome == o).sum())
+                                          for o in ("converged", "diverged", "pruned", "failed")}}
+    if lam is not None:
+        metrics.update(sharpness_init=lam, gd_threshold=threshold)
+    if boundary[0] is not None:
+        metrics["boundary/largest_converged_lr"] = boundary[0]
+    if boundary[1] is not None:
+        metrics["boundary/smallest_diverged_lr"] = boundary[1]
+        if threshold and math.isfinite(threshold):
+            metrics["boundary/diverged_lr_over_gd_threshold"] = boundary[1] / threshold
+    if best is not None:
+        metrics.update(best_val_log_loss=best.value, best_lr=best.params["lr"])
+        run.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs.get("run_id", "")})
+        if best.user_attrs.get("run_id"):
+            run.client.set_tag(best.user_attrs["run_id"], "best", "true")
+    run.log_metrics(metrics, flush=True)
+    return SweepResult(study.study_name, run.run_id, run.experiment_id, frame, lam, threshold, boundary,
+                       best.number if best else None)
+
+
+def _scan_panels(run: Run, scan: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(y, p, title) of each scan trial's final validation predictions, in lr order."""
+    import tempfile
+
+    panels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _, row in scan.sort_values("lr").iterrows():
+            if not isinstance(row.run_id, str):
+                continue
+            try:
+                path = run.client.download_artifacts(row.run_id, "predictions/predictions.npz", tmp)
+            except Exception:  # noqa: BLE001 - a trial without predictions is left out of the grid
+                continue
+            with np.load(path) as pred:
+                y = pred["val_y"].astype(np.int64)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    p = 1.0 / (1.0 + np.exp(-pred["val_logit"].astype(np.float64)))
+            ece = "" if not math.isfinite(row.ece) else f", ECE {row.ece:.3f}"
+            panels.append((y, p, f"lr {row.lr:.3g}: {row.outcome}{ece}"))
+    return panels
+
+
+# --- the whole sweep ----------------------------------------------------------------------------
+
+
+def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print) -> SweepResult | None:
+    """Create or resume the study, run the trials (in `sweep.n_workers` processes), report.
+    role=worker joins an existing study and only works; role=report only reports."""
+    import multiprocessing as mp
+
+    validate_sweep(cfg)
+    s = cfg.sweep
+    study, created = open_study(cfg, create=s.role == "auto")
+    parent_id = study.user_attrs.get("parent_run_id")
+    if s.role == "worker":
+        if not parent_id:
+            raise SweepError(f"sweep.study={study.study_name!r} has no parent run yet; start the coordinator first")
+        n = work(cfg, study, parent_id, log)
+        log(f"worker done: ran {n} trial(s) of study {study.study_name}")
+        return None
+
+    run = _parent_run(cfg, study, parent_id, overrides or [])
+    try:
+        if s.role == "auto":
+            if "sharpness_init" not in study.user_attrs:
+                t0 = time.perf_counter()
+                lam = sharpness_at_init(cfg)
+                study.set_user_attr("sharpness_init", lam)
+                log(f"sharpness at init: lambda_max = {lam:.4g}, plain-GD threshold 2/lambda_max = "
+                    f"{2 / lam if lam > 0 else math.inf:.4g} ({time.perf_counter() - t0:.1f} s)")
+            recovered = recover_dead_trials(study, cfg.tracking.uri, run.run_id)
+            if recovered:
+                log(f"resuming: {recovered} interrupted trial(s) re-enqueued")
+            done = sum(t.state.is_finished() for t in effective_trials(study))
+            planned = int(study.user_attrs["planned"])
+            log(f"study {study.study_name}: {done}/{planned} trials done"
+                + (" (new)" if created else " (resuming)") + f", {s.n_workers} worker(s)")
+            n_threads = max(1, (os.cpu_count() or 1) // s.n_workers)
+            procs = []
+            if s.n_workers > 1:
+                ctx = mp.get_context("spawn")
+                container = to_container(cfg)
+                for _ in range(s.n_workers - 1):
+                    p = ctx.Process(target=worker_process, args=(container, study.study_name, run.run_id, n_threads))
+                    p.start()
+                    procs.append(p)
+            import torch
+
+            torch.set_num_threads(n_threads)
+            wcfg = copy.deepcopy(cfg)
+            wcfg.trainer.num_threads = n_threads
+            try:
+                work(wcfg, study, run.run_id, log)
+            finally:
+                for p in procs:
+                    p.join()
+            _wait_until_finished(wcfg, study, run.run_id, log)
+        result = report(cfg, study, run)
+        run.end("FINISHED")
+        return result
+    except (KeyboardInterrupt, SystemExit):
+        run.set_tags({"interrupted": "true"})
+        run.end("KILLED")
+        raise
+    except BaseException as exc:
+        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
+        run.end("FAILED")
+        raise
+
+
+def _wait_until_finished(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log, poll_s: float = 1.0) -> None:
+    """Until every planned trial is finished: run retries of trials whose worker died (local
+    processes found by pid, remote ones by Optuna's heartbeat) and wait for other workers."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    while True:
+        if is_heartbeat_enabled(study._storage):
+            optuna.storages.fail_stale_trials(study)
+        recover_dead_trials(study, cfg.tracking.uri, parent_run_id)
+        work(cfg, study, parent_run_id, log)
+        if all(t.state.is_finished() for t in effective_trials(study)):
+            return
+        time.sleep(poll_s)
+
+
+def _parent_run(cfg: DictConfig, study: optuna.Study, parent_id: str | None, overrides: list[str]) -> Run:
+    from mlflow import MlflowClient
+
+    from dropout_risk.tracking import provenance_tags
+
+    if parent_id:
+        client = MlflowClient(tracking_uri=resolve_uri(cfg.tracking.uri))
+        client.update_run(parent_id, status="RUNNING")
+        return Run(client, parent_id)
+    optim = str(cfg.optim._target_).rsplit(".", 1)[-1].lower()
+    lo, hi = lr_range(cfg)
+    run = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
+                    f"sweep-{optim}-lr{lo:.0e}-{hi:.0e}-s{cfg.seed}",
+                    tags={"study": study.study_name, "sweep_kind": "lr_divergence", "seed": str(cfg.seed),
+                          "mlflow.experimentKind": "custom_model_development", **provenance_tags()})
+    run.set_tags({"sweep_id": run.run_id})
+    study.set_user_attr("parent_run_id", run.run_id)
+    from dropout_risk.config import saved_config_yaml
+
+    run.log_params(flatten(to_container(cfg)))
+    run.log_text(saved_config_yaml(cfg), "config/config.yaml")
+    run.log_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "config/overrides.yaml")
+    return run

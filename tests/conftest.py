@@ -38,10 +38,10 @@ def client(store) -> MlflowClient:
 def make_cfg(store):
     """make_cfg("optim=sgd", ...) -> the composed config, tiny, writing to the temp store."""
 
-    def _make(*overrides: str, tiny: bool = True):
+    def _make(*overrides: str, tiny: bool = True, config: str = "config"):
         base = [f"tracking.uri={store['uri']}", f"tracking.artifact_location={store['artifacts']}"]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[*(TINY if tiny else []), *base, *overrides])
+            return compose(config, overrides=[*(TINY if tiny else []), *base, *overrides])
 
     return _make
 

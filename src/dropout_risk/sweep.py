@@ -36,6 +36,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SUMMARY_COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train_loss", "val_loss",
                    "auroc", "ece", "brier", "duration_s", "run_id"]
 RETRYABLE = ("interrupted", "worker_died")
+_COORDINATOR = False  # set in the process that created/resumed the study (role=auto)
 
 
 class SweepError(ValueError):
@@ -160,10 +161,7 @@ def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
     s = cfg.sweep
     storage = make_storage(s.storage, s.heartbeat_s)
     name = s.study or default_study_name(cfg)
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, max(1, s.n_refine // 2)))
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner.n_startup_trials,
-                                          n_warmup_steps=s.pruner.n_warmup_steps)
-              if s.pruner.name == "median" else optuna.pruners.NopPruner())
+    sampler, pruner = _sampler(cfg), _pruner(cfg)
     space = trial_space(cfg)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -268,11 +266,13 @@ class PruneOnValLoss(pl.Callback):
                 trainer.should_stop = True
 
 
-def claim_trial(study: optuna.Study) -> optuna.Trial | None:
+def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial | None:
     """Claim one WAITING trial atomically through the storage (as Study.ask does, but never
-    creating a trial beyond the planned ones)."""
+    creating a trial beyond the planned ones). Scan trials first: refine trials need them."""
     storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    waiting = [t for t in waiting if phase is None or t.user_attrs.get("phase") == phase]
+    for t in sorted(waiting, key=lambda t: (t.user_attrs.get("phase") != "scan", t.number)):
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(study, t._trial_id)
@@ -295,13 +295,26 @@ def stable_range(trials: list[optuna.trial.FrozenTrial]) -> tuple[float, float] 
     return (ok[0], ok[-1]) if ok[0] < ok[-1] else (ok[0] / 2, ok[0])
 
 
-def _wait_for_scan(study: optuna.Study, poll_s: float = 0.5) -> list[optuna.trial.FrozenTrial]:
+def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, planned: int, log,
+                   poll_s: float = 0.5) -> list[optuna.trial.FrozenTrial]:
+    """Block a refine trial until the scan is complete. Meanwhile run any scan trial that is
+    waiting (a retry of one whose worker died), so that workers never all wait on each other."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
     while True:
         trials = effective_trials(study)
         open_scan = [t for t in trials if t.user_attrs.get("phase") == "scan"
                      and t.state in (TrialState.WAITING, TrialState.RUNNING)]
         if not open_scan:
             return trials
+        other = claim_trial(study, phase="scan")
+        if other is not None:
+            run_trial(cfg, study, other, parent_run_id, planned, log)
+            continue
+        if is_heartbeat_enabled(study._storage):
+            optuna.storages.fail_stale_trials(study)
+        if _COORDINATOR:  # one process re-enqueues dead local trials, so no retry is doubled
+            recover_dead_trials(study, cfg.tracking.uri, None)
         time.sleep(poll_s)
 
 
@@ -317,7 +330,7 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     tcfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(tcfg, False)
     if phase == "refine":
-        rng = stable_range(_wait_for_scan(study))
+        rng = stable_range(_wait_for_scan(cfg, study, parent_run_id, planned, log))
         if rng is None:
             trial.set_user_attr("outcome", "failed")
             trial.set_user_attr("error", "the scan found no stable learning rate to refine in")
@@ -421,28 +434,53 @@ def _heartbeat_support(study: optuna.Study):
     return beat
 
 
-def worker_process(cfg_container: dict, study_name: str, parent_run_id: str, n_threads: int) -> None:
-    """Entry point of a spawned worker process: pays the imports once, then takes trials."""
+def worker_process(cfg_container: dict, study_name: str, n_threads: int, wait_s: float = 300.0) -> None:
+    """Entry point of a spawned worker process. It is started before the coordinator has
+    finished creating the study, so its ~5 s of imports overlap the coordinator's set-up; it
+    waits for the study and its parent run, then takes trials until none is waiting."""
     import signal
 
     import torch
 
     from dropout_risk.config import register_configs
 
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
     register_configs()
     torch.set_num_threads(n_threads)
     cfg = OmegaConf.create(cfg_container)
     cfg.trainer.num_threads = n_threads
     storage = make_storage(cfg.sweep.storage, cfg.sweep.heartbeat_s)
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              sampler=optuna.samplers.TPESampler(seed=cfg.seed + os.getpid() % 1000),
-                              pruner=optuna.pruners.MedianPruner(cfg.sweep.pruner.n_startup_trials,
-                                                                 cfg.sweep.pruner.n_warmup_steps)
-                              if cfg.sweep.pruner.name == "median" else optuna.pruners.NopPruner())
+    deadline = time.monotonic() + wait_s
     try:
-        work(cfg, study, parent_run_id, log=lambda msg: print(msg, flush=True))
+        while True:
+            try:
+                study = optuna.load_study(study_name=study_name, storage=storage, sampler=_sampler(cfg, os.getpid()),
+                                          pruner=_pruner(cfg))
+                if "parent_run_id" in study.user_attrs:
+                    break
+            except KeyError:
+                pass
+            if time.monotonic() > deadline:
+                log(f"worker {os.getpid()}: study {study_name} did not appear within {wait_s:.0f} s; exiting")
+                return
+            time.sleep(0.2)
+        n = work(cfg, study, study.user_attrs["parent_run_id"], log=log)
+        log(f"worker {os.getpid()}: ran {n} trial(s)")
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _sampler(cfg: DictConfig, salt: int = 0) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=cfg.seed + salt, n_startup_trials=min(4, max(1, cfg.sweep.n_refine // 2)))
+
+
+def _pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    p = cfg.sweep.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    return optuna.pruners.NopPruner()
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -570,6 +608,33 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print) ->
 
     validate_sweep(cfg)
     s = cfg.sweep
+    procs = []
+    n_threads = max(1, (os.cpu_count() or 1) // s.n_workers)
+    if s.role == "auto" and s.n_workers > 1:
+        make_storage(s.storage, s.heartbeat_s)  # fail here, once, if the storage is unusable
+        ctx = mp.get_context("spawn")
+        for _ in range(s.n_workers - 1):
+            p = ctx.Process(target=worker_process, args=(to_container(cfg), s.study or default_study_name(cfg), n_threads))
+            p.start()
+            procs.append(p)
+    try:
+        result = _coordinate(cfg, overrides or [], log, n_threads)
+    except KeyboardInterrupt:
+        for p in procs:  # they got the same Ctrl-C and close their own trials
+            p.join(timeout=30)
+        raise
+    except BaseException:
+        for p in procs:  # the coordinator could not start: workers must not act on their own
+            p.terminate()
+            p.join()
+        raise
+    for p in procs:
+        p.join()
+    return result
+
+
+def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> SweepResult | None:
+    s = cfg.sweep
     study, created = open_study(cfg, create=s.role == "auto")
     parent_id = study.user_attrs.get("parent_run_id")
     if s.role == "worker":
@@ -579,7 +644,9 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print) ->
         log(f"worker done: ran {n} trial(s) of study {study.study_name}")
         return None
 
-    run = _parent_run(cfg, study, parent_id, overrides or [])
+    run = _parent_run(cfg, study, parent_id, overrides)
+    global _COORDINATOR
+    _COORDINATOR = s.role == "auto"
     try:
         if s.role == "auto":
             if "sharpness_init" not in study.user_attrs:
@@ -595,25 +662,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print) ->
             planned = int(study.user_attrs["planned"])
             log(f"study {study.study_name}: {done}/{planned} trials done"
                 + (" (new)" if created else " (resuming)") + f", {s.n_workers} worker(s)")
-            n_threads = max(1, (os.cpu_count() or 1) // s.n_workers)
-            procs = []
-            if s.n_workers > 1:
-                ctx = mp.get_context("spawn")
-                container = to_container(cfg)
-                for _ in range(s.n_workers - 1):
-                    p = ctx.Process(target=worker_process, args=(container, study.study_name, run.run_id, n_threads))
-                    p.start()
-                    procs.append(p)
             import torch
 
             torch.set_num_threads(n_threads)
             wcfg = copy.deepcopy(cfg)
             wcfg.trainer.num_threads = n_threads
-            try:
-                work(wcfg, study, run.run_id, log)
-            finally:
-                for p in procs:
-                    p.join()
             _wait_until_finished(wcfg, study, run.run_id, log)
         result = report(cfg, study, run)
         run.end("FINISHED")

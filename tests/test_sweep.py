@@ -1,0 +1,159 @@
+"""The divergence sweep on real parts: Optuna journal storage, a real MLflow store, Lightning."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import PYTHON, ROOT, TINY
+from dropout_risk.sweep import SweepError, effective_trials, lr_grid, make_storage, run_sweep
+
+SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2",
+         "data.n_students=800", "trainer.max_epochs=3", "tracking.reliability_every_n_epochs=1"]
+
+
+def _sweep_cfg(make_cfg, tmp_path, *extra):
+    return make_cfg(*SMALL, f"sweep.storage=journal://{tmp_path}/journal.log", *extra, config="sweep")
+
+
+def test_sweep_end_to_end(make_cfg, client, tmp_path):
+    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=e2e")
+    lines: list[str] = []
+    result = run_sweep(cfg, log=lines.append)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    # progress trial by trial
+    assert sum(1 for ln in lines if ln.startswith("[trial ")) == 7
+    # every trial a nested child run, tagged
+    kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(kids) == 7 and {k.info.status for k in kids} == {"FINISHED"}
+    assert {k.data.tags["phase"] for k in kids} == {"scan", "refine"}
+    assert {k.data.tags["sweep_id"] for k in kids} == {parent.info.run_id}
+    # lr = 1e4 with SGD diverges; the sweep went on
+    by_lr = {float(k.data.params["optim.lr"]): k for k in kids if k.data.tags["phase"] == "scan"}
+    assert sorted(by_lr) == lr_grid(0.01, 1e4, 5)
+    top = by_lr[1e4]
+    assert top.data.tags["outcome"] == "diverged" and int(top.data.tags["diverged_at_step"]) >= 1
+    assert any(k.data.tags["outcome"] == "converged" for k in kids)
+    # chart, grid and summary on the parent
+    files = {f.path for f in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/divergence.png", "plots/reliability_grid.png"} <= files
+    csv = client.download_artifacts(parent.info.run_id, "sweep_summary.csv")
+    summary = pd.read_csv(csv)
+    assert list(summary.columns[:4]) == ["trial", "phase", "lr", "outcome"]
+    assert len(summary) == 7 and summary.trial.is_unique
+    for row in summary.itertuples():  # the summary agrees with MLflow
+        run = client.get_run(row.run_id)
+        assert run.data.tags["outcome"] == row.outcome
+        assert run.data.tags["trial"] == str(row.trial)
+        if row.outcome == "converged":
+            assert run.data.metrics["val/log_loss"] == pytest.approx(row.val_loss)
+    m = parent.data.metrics
+    assert m["sharpness_init"] > 0 and m["gd_threshold"] == pytest.approx(2 / m["sharpness_init"])
+    assert m["boundary/smallest_diverged_lr"] <= 1e4
+    assert m["n_trials"] == 7 and m["n_diverged"] >= 1
+    assert parent.data.tags["best_run_id"] in {k.info.run_id for k in kids}
+    # refine trials stay inside the stable range the scan found
+    refine = summary[summary.phase == "refine"]
+    assert (refine.lr < m["boundary/smallest_diverged_lr"]).all()
+    # running the same sweep again resumes a finished study: nothing re-runs
+    again = run_sweep(cfg, log=lines.append)
+    assert len(again.summary) == 7 and again.parent_run_id == result.parent_run_id
+
+
+def test_two_workers_reach_the_planned_count(make_cfg, client, tmp_path):
+    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=two", "sweep.n_workers=2", "sweep.n_scan=6",
+                     "data.n_students=4000", "trainer.max_epochs=6")
+    result = run_sweep(cfg, log=lambda _: None)
+    study = optuna.load_study(study_name="two", storage=make_storage(f"journal://{tmp_path}/journal.log"))
+    trials = study.get_trials()
+    assert len(trials) == 8  # planned, none lost or duplicated
+    assert sorted(t.params["lr"] for t in trials if t.user_attrs["phase"] == "scan") == lr_grid(0.01, 1e4, 6)
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes worked
+    assert result.summary.run_id.is_unique
+
+
+def test_resume_after_sigkill(tmp_path):
+    journal = tmp_path / "journal.log"
+    args = [PYTHON, str(ROOT / "pipelines" / "sweep.py"), *SMALL, "sweep.n_scan=6", "sweep.study=crash",
+            f"sweep.storage=journal://{journal}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.artifact_location={tmp_path}/artifacts", "trainer.max_epochs=6", "data.n_students=3000"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    storage = make_storage(f"journal://{journal}")
+    while time.time() < deadline:  # kill it in the middle of a trial, after at least two finished
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="crash", storage=storage).get_trials()
+        except KeyError:
+            continue
+        done = sum(t.state.is_finished() for t in trials)
+        running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+        if done >= 2 and running:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert time.time() < deadline, "the sweep never got going"
+    rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "re-enqueued" in rerun.stdout
+    study = optuna.load_study(study_name="crash", storage=make_storage(f"journal://{journal}"))
+    eff = effective_trials(study)
+    assert len(eff) == 8 and all(t.state.is_finished() for t in eff)
+    numbers = [t.number for t in study.get_trials()]
+    assert len(numbers) == len(set(numbers))
+    assert sorted(t.params["lr"] for t in eff if t.user_attrs["phase"] == "scan") == lr_grid(0.01, 1e4, 6)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("dropout-risk")
+    assert client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") == []
+    assert client.search_runs([exp.experiment_id], "attributes.status = 'KILLED'")  # the killed trial's run
+    sweep_id = re.search(r"^sweep_run_id: (\w+)$", rerun.stdout, re.M).group(1)
+    assert client.get_run(sweep_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["sweep.lr_min=1", "sweep.lr_max=0.1"], "inverted"),
+        (["sweep.lr_min=1", "sweep.lr_max=1"], "inverted"),
+        (["sweep.n_scan=1"], "at least 2"),
+        (["sweep.storage=redis://localhost/0"], "unknown storage scheme"),
+        (["sweep.storage=postgresql://nobody@127.0.0.1:9/nodb"], "cannot open"),
+        (["sweep.search={optim.nope: [0.1, 1]}"], "no such config key"),
+    ],
+)
+def test_bad_sweep_input(make_cfg, client, tmp_path, overrides, needle):
+    cfg = make_cfg(*SMALL, f"sweep.storage=journal://{tmp_path}/j.log", *overrides, config="sweep")
+    t0 = time.time()
+    with pytest.raises(SweepError, match=needle) as info:
+        run_sweep(cfg, log=lambda _: None)
+    assert "\n" not in str(info.value) and time.time() - t0 < 15
+
+
+def test_same_study_with_a_different_space_is_refused(make_cfg, tmp_path):
+    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=space", "sweep.n_scan=2", "sweep.n_refine=0")
+    run_sweep(cfg, log=lambda _: None)
+    other = _sweep_cfg(make_cfg, tmp_path, "sweep.study=space", "sweep.n_scan=3", "sweep.n_refine=0")
+    with pytest.raises(SweepError, match="different search space.*n_scan"):
+        run_sweep(other, log=lambda _: None)
+    assert len(optuna.load_study(study_name="space",
+                                 storage=make_storage(f"journal://{tmp_path}/journal.log")).trials) == 2
+
+
+def test_worker_for_missing_study_is_refused(make_cfg, tmp_path):
+    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=nobody", "sweep.role=worker")
+    with pytest.raises(SweepError, match="does not exist"):
+        run_sweep(cfg, log=lambda _: None)
+
+
+_ = (io, os, TINY)

@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VPY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# The main job: the learning-rate divergence sweep on the embedded cohort, two worker processes.
 run: setup
-	$(VPY) pipelines/train.py
+	$(VPY) pipelines/sweep.py sweep.n_workers=2
 
 train: setup
 	$(VPY) pipelines/train.py $(ARGS)
@@ -26,6 +27,7 @@ train: setup
 test: setup
 	$(VPY) -m pytest
 
+# Everything: the fast suite plus the slow (browser, servers) and service (PostgreSQL) tests.
 test-all: setup
 	$(VPY) -m pytest -m ''
 

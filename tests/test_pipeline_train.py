@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import TINY, run_pipeline
 from data_fixtures import UCI_DROPOUT_CSV, shared_file, write_csv
+from mlflow import MlflowClient
 
 
 def _store_args(tmp_path):

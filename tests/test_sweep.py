@@ -12,8 +12,8 @@ import time
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import PYTHON, ROOT, TINY
+
 from dropout_risk.sweep import SweepError, effective_trials, lr_grid, make_storage, run_sweep
 
 SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2",
@@ -81,6 +81,7 @@ def test_two_workers_reach_the_planned_count(make_cfg, client, tmp_path):
     assert result.summary.run_id.is_unique
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     journal = tmp_path / "journal.log"
     args = [PYTHON, str(ROOT / "pipelines" / "sweep.py"), *SMALL, "sweep.n_scan=6", "sweep.study=crash",
@@ -129,7 +130,8 @@ def test_resume_after_sigkill(tmp_path):
         (["sweep.n_scan=1"], "at least 2"),
         (["sweep.storage=redis://localhost/0"], "unknown storage scheme"),
         (["sweep.storage=postgresql://nobody@127.0.0.1:9/nodb"], "cannot open"),
-        (["sweep.search={optim.nope: [0.1, 1]}"], "no such config key"),
+        (["sweep.search=[optim.nope:0.1:1]"], "no numeric config key"),
+        (["sweep.search=[optim.weight_decay:1]"], "key:low:high"),
     ],
 )
 def test_bad_sweep_input(make_cfg, client, tmp_path, overrides, needle):

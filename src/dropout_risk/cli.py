@@ -155,22 +155,25 @@ def _explain(exc: BaseException, overrides: list[str]) -> str:
 
 
 def preflight(config_name: str = "config", argv: list[str] | None = None) -> None:
-    """Compose the config once before Hydra does, so that a bad override ends in one line
-    (`error: ...`, exit 2) instead of Hydra's multi-line report. Flags (--cfg, -m, ...)
-    are left to Hydra."""
-    import sys as _sys
-
-    args = list(_sys.argv[1:] if argv is None else argv)
-    if any(a.startswith("-") for a in args):
-        return
+    """Compose and check the config once before Hydra does, so that a bad override ends in one
+    line (`error: ...`, exit 2) within a second, instead of Hydra's multi-line report or an error
+    after torch/Lightning/MLflow have loaded. Flags (--cfg, -m, --config-path ...) are left to Hydra."""
     from hydra import compose, initialize_config_dir
 
-    try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            try:
-                compose(config_name, overrides=args)
-            except Exception as exc:  # noqa: BLE001 - any composition error becomes one line
-                print(f"error: {_explain(exc, args)}", file=_sys.stderr)
-                _sys.exit(2)
-    except SystemExit:
-        raise
+    from dropout_risk.config import validate
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.startswith("-") for a in args):
+        return
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        try:
+            cfg = compose(config_name, overrides=args)
+        except Exception as exc:  # noqa: BLE001 - any composition error becomes one line
+            print(f"error: {_explain(exc, args)}", file=sys.stderr)
+            sys.exit(2)
+    if "seed" in cfg and "optim" in cfg:  # a training config: value checks too
+        try:
+            validate(cfg)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)

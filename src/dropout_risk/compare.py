@@ -151,7 +151,9 @@ def normalize_argv(args: Sequence[str]) -> list[str]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key in ("filter", "experiment") and value not in ("", "null") and value[0] not in "'\"":
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            # Hydra's quoted strings: escape quotes, and backslashes only before a quote or the end
+            escaped = re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""),
+                             value)
             arg = f'{key}="{escaped}"'
         elif sep and key == "runs" and value and not value.startswith("["):
             arg = f"runs=[{value}]"
@@ -468,9 +470,11 @@ def fetch(client, mlflow_runs: list, experiments: dict[str, str], workers: int =
 
 
 def differing_params(records: Sequence[RunRecord]) -> list[str]:
-    """Param keys whose value is not the same in every run (absent counts as a value)."""
+    """Param keys whose value is not the same in every run (absent counts as a value), except
+    those that only repeat the run name (tracking.run_name of sweep trials)."""
     keys = sorted({k for r in records for k in r.params})
-    return [k for k in keys if len({r.params.get(k) for r in records}) > 1]
+    return [k for k in keys if len({r.params.get(k) for r in records}) > 1
+            and not all(r.params.get(k) == r.name for r in records)]
 
 
 def _metric_order(keys: Iterable[str]) -> list[str]:
@@ -696,15 +700,20 @@ def save_reliability_grid(records: Sequence[RunRecord], differing: Sequence[str]
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     lines = max(t.count("\n") + 1 for _, _, t in panels)
     bounds = np.linspace(0, nrows, workers + 1).round().astype(int) * ncols
+    chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_grid_rows_png, panels[lo:hi], ncols, int(lo), len(panels), lines)
-                   for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+        futures = [pool.submit(_grid_rows_png, panels[lo:hi], ncols, lo, len(panels), lines) for lo, hi in chunks]
         if while_drawing:
             while_drawing()
-        parts = [np.asarray(Image.open(io.BytesIO(f.result())).convert("RGB")) for f in futures]
+        try:
+            pngs = [f.result() for f in futures]
+        except BrokenProcessPool:  # a worker died (e.g. out of memory): draw here instead
+            pngs = [_grid_rows_png(panels[lo:hi], ncols, lo, len(panels), lines) for lo, hi in chunks]
+    parts = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in pngs]
     width = max(p.shape[1] for p in parts)  # a last row with fewer panels than ncols is narrower
     parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in parts]
     Image.fromarray(np.vstack(parts)).save(path, dpi=(100, 100))

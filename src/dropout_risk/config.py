@@ -18,6 +18,8 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 # Bumped when a key is renamed or removed; a config written by a newer schema is refused.
 SCHEMA_VERSION = 1
+# model.activation choices (dropout_risk.model maps them to torch.nn classes).
+ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu")
 
 
 class ConfigError(ValueError):
@@ -134,7 +136,7 @@ class SweepConfig:
     n_refine: int = 8
     n_workers: int = 1
     role: str = "auto"  # auto: create or join, work, report | worker | report
-    search: dict[str, list[float]] = field(default_factory=dict)  # refine also over key: [low, high] (log)
+    search: list[str] = field(default_factory=list)  # refine also over "key:low:high" (log-uniform)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     sharpness_iters: int = 100
     heartbeat_s: int = 10  # RDB storages: a worker silent this long x3 is taken as dead
@@ -252,10 +254,8 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.calibration.method in ("temperature", "none"),
          f"calibration.method={cfg.calibration.method!r} is unknown: use calibration=temperature or calibration=none")
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")
-    from dropout_risk.model import ACTIVATIONS
-
-    need(m.activation in ACTIVATIONS,
-         f"model.activation={m.activation!r} is unknown: use one of {', '.join(sorted(ACTIVATIONS))}")
+    need(m.activation in ACTIVATION_NAMES,
+         f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATION_NAMES)}")
     if d.kind in ("csv", "uci_dropout"):
         need(bool(d.path), f"data={d.kind} needs a file: pass data.path=/path/to/file.csv")
     if d.kind == "csv":

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dropout_risk.config import check_targets
+from dropout_risk.config import ACTIVATION_NAMES, check_targets
 from dropout_risk.metrics import binary_metrics
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -31,6 +31,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
 }
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
 
 # Keys of the optim config that are ours, not the optimiser's.
 _NOT_OPTIMIZER_ARGS = ("zero_grad", "scan_range")

@@ -70,11 +70,26 @@ def validate_sweep(cfg: DictConfig) -> None:
         raise SweepError(f"sweep.role={s.role!r} is unknown: use auto, worker or report")
     if s.pruner.name not in ("median", "none"):
         raise SweepError(f"sweep.pruner.name={s.pruner.name!r} is unknown: use median or none")
-    for key, bounds in s.search.items():
-        if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
-            raise SweepError(f"sweep.search.{key}={list(bounds)}: give [low, high] with 0 < low < high")
-        if OmegaConf.select(cfg, key) is None:
-            raise SweepError(f"sweep.search.{key}: no such config key to search over")
+    search_space(cfg)
+
+
+def search_space(cfg: DictConfig) -> dict[str, tuple[float, float]]:
+    """sweep.search entries "key:low:high" -> {key: (low, high)}, checked."""
+    space = {}
+    for entry in cfg.sweep.search:
+        parts = str(entry).rsplit(":", 2)
+        try:
+            key, low, high = parts[0], float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise SweepError(f"sweep.search entry {entry!r}: write key:low:high, e.g. "
+                             "sweep.search=[optim.weight_decay:1e-5:0.1]") from None
+        if not 0 < low < high:
+            raise SweepError(f"sweep.search entry {entry!r}: need 0 < low < high (searched log-uniformly)")
+        if not isinstance(OmegaConf.select(cfg, key), int | float) or key == "optim.lr":
+            raise SweepError(f"sweep.search entry {entry!r}: {key} is no numeric config key to search over "
+                             "(the learning rate is always searched)")
+        space[key] = (low, high)
+    return space
 
 
 def lr_grid(lo: float, hi: float, n: int) -> list[float]:
@@ -121,7 +136,7 @@ def make_storage(url: str | None, heartbeat_s: int = 10) -> optuna.storages.Base
     engine_kwargs = {} if scheme == "sqlite" else {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
     heartbeat = {} if scheme == "sqlite" else {
         "heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
-        "failed_trial_callback": _retry_failed_trial}
+        "heartbeat_stale_trial_callback": _retry_failed_trial}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except Exception as exc:  # noqa: BLE001 - any connection failure becomes one line
@@ -338,8 +353,9 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
             log(f"[trial {trial.number + 1}/{planned} refine] skipped: no stable learning rate in the scan")
             return
         lr = trial.suggest_float("lr", rng[0], rng[1], log=True)
-        for key, (low, high) in s.search.items():
-            OmegaConf.update(tcfg, key, trial.suggest_float(key, float(low), float(high), log=True))
+        for key, (low, high) in search_space(cfg).items():
+            value = trial.suggest_float(key, low, high, log=True)
+            OmegaConf.update(tcfg, key, round(value) if isinstance(OmegaConf.select(cfg, key), int) else value)
     else:
         lo, hi = lr_range(cfg)
         lr = trial.suggest_float("lr", lo, hi, log=True)

@@ -1,0 +1,103 @@
+"""Wall time of the default sweep (what `make run` runs) against the usual way, measured in
+the same run; and peak memory against the number of trials.
+
+    .venv/bin/python benchmarks/bench_sweep.py            # default sweep (2 workers) vs naive
+    .venv/bin/python benchmarks/bench_sweep.py --memory   # peak RSS for 8 vs 24 scan trials
+
+The usual way ("naive"): one process, for each of the same 32 learning rates a fresh
+Lightning Trainer fed by DataLoader(TensorDataset), automatic optimisation, and Lightning's
+MLFlowLogger logging every step to the same kind of SQLite store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def run_sweep(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB of the largest process) of one sweep in a fresh folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        proc = subprocess.run([PY, str(ROOT / "pipelines" / "sweep.py"), *args], cwd=tmp,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            sys.exit(proc.stdout[-2000:] + proc.stderr[-2000:])
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return wall, max(peak, before) / 1024
+
+
+NAIVE = r'''
+import sys, time, numpy as np, torch, lightning.pytorch as pl
+from lightning.pytorch.loggers import MLFlowLogger
+from torch.utils.data import DataLoader, TensorDataset
+from dropout_risk.data.cohort import generate_cohort
+from dropout_risk.model import MLP
+t0 = time.perf_counter()
+data = generate_cohort(20000, 0)
+X = data.features.to_numpy(np.float32); X = (X - X.mean(0)) / X.std(0)
+Y = data.y.astype(np.float32)
+x, y = torch.from_numpy(X[:14000]), torch.from_numpy(Y[:14000])
+xv, yv = torch.from_numpy(X[14000:17000]), torch.from_numpy(Y[14000:17000])
+class M(pl.LightningModule):
+    def __init__(self, lr):
+        super().__init__(); self.net = MLP(x.shape[1], [64, 32], "relu"); self.lr = lr
+    def training_step(self, b, _):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net(b[0]), b[1])
+        self.log("train/loss", loss); return loss
+    def validation_step(self, b, _):
+        self.log("val/loss", torch.nn.functional.binary_cross_entropy_with_logits(self.net(b[0]), b[1]))
+    def configure_optimizers(self): return torch.optim.AdamW(self.parameters(), lr=self.lr)
+for lr in np.geomspace(1e-4, 10, 32):
+    torch.manual_seed(0)
+    logger = MLFlowLogger(experiment_name="naive", tracking_uri=f"sqlite:///{sys.argv[1]}/mlflow.db")
+    trainer = pl.Trainer(max_epochs=20, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, accelerator="cpu")
+    trainer.fit(M(float(lr)), DataLoader(TensorDataset(x, y), batch_size=256, shuffle=True),
+                DataLoader(TensorDataset(xv, yv), batch_size=4096))
+print(time.perf_counter() - t0)
+'''
+
+
+def run_naive() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run([PY, "-c", NAIVE, tmp], capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(proc.stderr[-3000:])
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args()
+    if args.memory:
+        for n in (8, 24):
+            wall, rss = run_sweep([f"sweep.n_scan={n}", "sweep.n_refine=0", "trainer.max_epochs=5"])
+            print(f"scan {n:2d} trials, 1 worker: {wall:6.1f} s, peak RSS {rss:6.0f} MiB")
+        return
+    wall2, rss2 = run_sweep(["sweep.n_workers=2"])
+    print(f"default sweep (24 scan + 8 refine, 20k students, 20 epochs), 2 workers: {wall2:6.1f} s "
+          f"(peak RSS {rss2:.0f} MiB)")
+    wall1, _ = run_sweep([])
+    print(f"same sweep, 1 worker:                                              {wall1:6.1f} s")
+    if not args.skip_naive:
+        naive = run_naive()
+        print(f"naive: 32 Trainers + DataLoader + MLFlowLogger, one process:      {naive:6.1f} s "
+              f"({naive / wall2:.1f}x the 2-worker sweep)")
+
+
+if __name__ == "__main__":
+    main()

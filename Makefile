@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
 
-.PHONY: setup run train sweep test test-all lint ui bench clean
+.PHONY: setup run train sweep test test-all lint ui tracking-server bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,15 @@ lint: setup
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root mlruns/artifacts --host 127.0.0.1 --port $(PORT)
+
+# An MLflow tracking server on PostgreSQL for sweeps on several machines (README: Scaling out).
+# Binds 127.0.0.1 by default; HOST=0.0.0.0 to serve other machines. Password: PGPASSWORD.
+PGURL   ?= postgresql://postgres@127.0.0.1:5432
+MLFLOW_DB ?= mlflow
+HOST    ?= 127.0.0.1
+tracking-server: setup
+	$(VPY) -c "import psycopg; c = psycopg.connect('$(PGURL)/postgres'); c.autocommit = True; cur = c.cursor(); cur.execute(\"SELECT 1 FROM pg_database WHERE datname = '$(MLFLOW_DB)'\"); cur.fetchone() or cur.execute('CREATE DATABASE $(MLFLOW_DB)')"
+	$(VENV)/bin/mlflow server --backend-store-uri $(PGURL)/$(MLFLOW_DB) --serve-artifacts --artifacts-destination mlruns/server-artifacts --host $(HOST) --port $(PORT)
 
 bench: setup
 	$(VPY) benchmarks/bench_train.py

@@ -132,12 +132,16 @@ def test_resume_after_sigkill(tmp_path):
         (["sweep.storage=postgresql://nobody@127.0.0.1:9/nodb"], "cannot open"),
         (["sweep.search=[optim.nope:0.1:1]"], "no numeric config key"),
         (["sweep.search=[optim.weight_decay:1]"], "key:low:high"),
+        (["tracking=server", "tracking.uri=http://127.0.0.1:9"], "unreachable"),
+        (["sweep.storage=postgresql://me:secret@127.0.0.1/db"], "password"),
     ],
 )
 def test_bad_sweep_input(make_cfg, client, tmp_path, overrides, needle):
     cfg = make_cfg(*SMALL, f"sweep.storage=journal://{tmp_path}/j.log", *overrides, config="sweep")
     t0 = time.time()
-    with pytest.raises(SweepError, match=needle) as info:
+    from dropout_risk.tracking import TrackingError
+
+    with pytest.raises((SweepError, TrackingError), match=needle) as info:
         run_sweep(cfg, log=lambda _: None)
     assert "\n" not in str(info.value) and time.time() - t0 < 15
 

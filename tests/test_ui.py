@@ -158,6 +158,26 @@ def test_rest_api_serves_runs_histories_and_images(server, sweep_store):
     assert int(tags["diverged_at_step"]) == diverged.diverged_at_step
 
 
+def test_compare_through_the_tracking_server(server, sweep_store, tmp_path):
+    """compare() against the server's REST API (no SQL shortcut): same curves, files, a tagged run."""
+    from mlflow import MlflowClient
+
+    from dropout_risk.compare import compare
+
+    result = compare(sweep=sweep_store["parent"], tracking_uri=server, out_dir=tmp_path / "out")
+    trials = sweep_store["trials"]
+    assert [r.run_id for r in result.runs] == [t.run_id for t in trials]
+    for rec, trial in zip(result.runs, trials, strict=True):
+        steps, values = rec.curves["train/loss"]
+        assert list(steps) == list(range(1, len(trial.train_loss) + 1))
+        assert rec.has_reliability
+    assert all((tmp_path / "out" / n).stat().st_size > 0 for n in ("reliability_grid.png", "comparison.csv"))
+    client = MlflowClient(server)
+    run = client.get_run(result.comparison_run_id)
+    assert run.data.tags["comparison_of"] == ",".join(t.run_id for t in trials)
+    assert "reliability_grid.png" in {f.path for f in client.list_artifacts(result.comparison_run_id)}
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if path is None:

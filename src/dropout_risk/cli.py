@@ -17,11 +17,13 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotF
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from dropout_risk.tracking import TrackingError
+
     try:
         from dropout_risk.sweep import SweepError
     except ImportError:
-        return USER_ERRORS
-    return (*USER_ERRORS, SweepError)
+        return (*USER_ERRORS, TrackingError)
+    return (*USER_ERRORS, TrackingError, SweepError)
 
 
 def hydra_overrides() -> list[str]:

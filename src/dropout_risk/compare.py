@@ -7,7 +7,8 @@ params that differ plus every final metric, saved to a folder and logged as one 
 
 Run data is fetched in bulk: params, tags and final metrics of all runs in one
 `search_runs` request (`attributes.run_id IN (...)`), each loss curve of all runs in one
-query where the store allows it (SQL stores), and the prediction files in parallel.
+query on SQL stores (one request per run, in parallel, from a tracking server), and the
+prediction files in parallel.
 Bad input raises CompareError (a ConfigError: the pipelines print it as one `error:` line).
 """
 
@@ -374,31 +375,50 @@ def select_runs(client, *, runs: Sequence[str] = (), sweep: str | None = None, f
 # --- fetching curves and predictions ----------------------------------------------------------------
 
 
-def _histories(client, run_ids: list[str], key: str, workers: int) -> dict[str, list]:
-    """run id -> [Metric] of one metric, for all runs in one query where the store can
-    (SQL stores' get_metric_history_bulk), else one request per run in parallel."""
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
-    out: dict[str, list] = {r: [] for r in run_ids}
-    if bulk is not None:
-        try:
-            for item in bulk(run_ids, key, max_results=100_000_000):
-                out[item.run_id].append(item.metric)
-            return out
-        except Exception:  # noqa: BLE001 - a store without the query: fall back to the public API
-            out = {r: [] for r in run_ids}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for run_id, history in zip(run_ids, pool.map(lambda r: client.get_metric_history(r, key), run_ids),
-                                   strict=True):
-            out[run_id] = list(history)
+Point = tuple[int, int, float]  # (step, timestamp, value)
+
+
+def _histories_sql(store, run_ids: list[str], key: str) -> dict[str, list[Point]]:
+    """One metric of all runs in one SQL query of (run, step, timestamp, value) columns: what
+    SqlAlchemyStore.get_metric_history_bulk returns, without building an entity per point
+    (~20x faster on long histories). NaN is stored as is_nan (value 0), as MLflow reads it."""
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    out: dict[str, list[Point]] = {r: [] for r in run_ids}
+    with store.ManagedSessionMaker() as session:
+        for i in range(0, len(run_ids), 500):
+            rows = (session.query(SqlMetric.run_uuid, SqlMetric.step, SqlMetric.timestamp, SqlMetric.value,
+                                  SqlMetric.is_nan)
+                    .filter(SqlMetric.key == key, SqlMetric.run_uuid.in_(run_ids[i : i + 500])).all())
+            for run_id, step, ts, value, is_nan in rows:
+                out[run_id].append((int(step), int(ts), math.nan if is_nan else float(value)))
     return out
 
 
-def _as_curve(history: list) -> tuple[np.ndarray, np.ndarray]:
+def _histories(client, run_ids: list[str], key: str, workers: int) -> dict[str, list[Point]]:
+    """run id -> [(step, timestamp, value)] of one metric: for SQL stores in one query for all
+    runs, else (a tracking server) one get_metric_history request per run, in parallel."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if isinstance(store, SqlAlchemyStore) and type(store)._filter_entity_ids is SqlAlchemyStore._filter_entity_ids:
+        try:
+            return _histories_sql(store, run_ids, key)
+        except Exception:  # noqa: BLE001 - a schema this code does not know: the public API below
+            pass
+
+    def one(run_id: str) -> list[Point]:
+        return [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key)]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(run_ids, pool.map(one, run_ids), strict=True))
+
+
+def _as_curve(history: list[Point]) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) by step; of values logged twice at one step the last one counts."""
     by_step: dict[int, float] = {}
-    for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
-        by_step[int(m.step)] = float(m.value)
+    for step, _, value in sorted(history, key=lambda p: (p[0], p[1])):
+        by_step[step] = value
     steps = np.fromiter(by_step.keys(), dtype=np.int64, count=len(by_step))
     return steps, np.fromiter(by_step.values(), dtype=np.float64, count=len(by_step))
 

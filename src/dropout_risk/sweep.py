@@ -66,8 +66,11 @@ def validate_sweep(cfg: DictConfig) -> None:
         raise SweepError(f"sweep.n_scan={s.n_scan}: a scan needs at least 2 learning rates, e.g. sweep.n_scan=24")
     if s.n_refine < 0 or s.n_workers < 1:
         raise SweepError("sweep.n_refine must be >= 0 and sweep.n_workers >= 1")
-    if s.role not in ("auto", "worker", "report"):
-        raise SweepError(f"sweep.role={s.role!r} is unknown: use auto, worker or report")
+    if s.role not in ("auto", "coordinator", "worker", "report"):
+        raise SweepError(f"sweep.role={s.role!r} is unknown: use auto (= coordinator), worker or report")
+    if s.storage and _has_password(s.storage):
+        raise SweepError("sweep.storage contains a password: put it in the environment instead "
+                         "(PGPASSWORD or ~/.pgpass for PostgreSQL) and drop it from the URL")
     if s.pruner.name not in ("median", "none"):
         raise SweepError(f"sweep.pruner.name={s.pruner.name!r} is unknown: use median or none")
     search_space(cfg)
@@ -104,6 +107,12 @@ def trial_space(cfg: DictConfig) -> dict:
     base["sweep"] = {k: v for k, v in base["sweep"].items()
                      if k not in ("study", "storage", "n_workers", "role", "heartbeat_s")}
     base["optim"].pop("lr", None)
+    from dropout_risk.data.loaders import load_data
+
+    fingerprint = dict(load_data(cfg.data, cfg.seed).fingerprint)
+    fingerprint.pop("path", None)  # the same file may sit at another path on another machine
+    base["data_fingerprint"] = fingerprint
+    base["data"].pop("path", None)
     return base
 
 
@@ -142,6 +151,13 @@ def make_storage(url: str | None, heartbeat_s: int = 10) -> optuna.storages.Base
     except Exception as exc:  # noqa: BLE001 - any connection failure becomes one line
         reason = str(exc).strip().splitlines()[0][:300]
         raise SweepError(f"sweep.storage: cannot open {_redact(url)}: {reason}") from None
+
+
+def _has_password(url: str) -> bool:
+    if "://" not in url or "@" not in url:
+        return False
+    creds = url.split("://", 1)[1].rsplit("@", 1)[0]
+    return ":" in creds
 
 
 def _redact(url: str) -> str:
@@ -220,14 +236,20 @@ def effective_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def recover_dead_trials(study: optuna.Study, uri: str, parent_run_id: str | None) -> int:
     """Trials left RUNNING by a process that died on this machine, or failed by Ctrl-C: mark
-    failed, re-enqueue, close their MLflow runs as KILLED. Returns how many were recovered."""
+    failed, re-enqueue, close their MLflow runs as KILLED. Returns how many were re-enqueued.
+    (Workers on other machines are covered by Optuna's heartbeat on RDB storages.)"""
+    from optuna.exceptions import UpdateFinishedTrialError
+
     host = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") == host and pid is not None and not _alive(int(pid)):
-            study._storage.set_trial_user_attr(t._trial_id, "outcome", "worker_died")
-            study.tell(t.number, state=TrialState.FAIL)
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "outcome", "worker_died")
+                study.tell(t.number, state=TrialState.FAIL)
+            except (UpdateFinishedTrialError, ValueError, RuntimeError):
+                pass  # failed by someone else (heartbeat) meanwhile
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
@@ -235,17 +257,23 @@ def recover_dead_trials(study: optuna.Study, uri: str, parent_run_id: str | None
             _enqueue_retry(study, t)
             n += 1
     if parent_run_id:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(resolve_uri(uri))
-        parent = client.get_run(parent_run_id)
-        live = {t.user_attrs.get("run_id") for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        for run in client.search_runs([parent.info.experiment_id],
-                                      f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
-            if run.info.run_id not in live:
-                client.set_tag(run.info.run_id, "outcome", "failed")
-                client.set_terminated(run.info.run_id, "KILLED")
+        close_orphan_runs(study, uri, parent_run_id)
     return n
+
+
+def close_orphan_runs(study: optuna.Study, uri: str, parent_run_id: str) -> None:
+    """Child runs still RUNNING whose trial is no longer running (its process died): KILLED."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_uri(uri))
+    parent = client.get_run(parent_run_id)
+    live = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for run in client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
+        if run.data.tags.get("trial") not in live:
+            client.set_tag(run.info.run_id, "outcome", "failed")
+            client.set_tag(run.info.run_id, "error", "its worker process died")
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _alive(pid: int) -> bool:
@@ -622,11 +650,14 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print) ->
     role=worker joins an existing study and only works; role=report only reports."""
     import multiprocessing as mp
 
+    from dropout_risk.tracking import check_tracking
+
     validate_sweep(cfg)
+    check_tracking(cfg.tracking.uri)
     s = cfg.sweep
     procs = []
     n_threads = max(1, (os.cpu_count() or 1) // s.n_workers)
-    if s.role == "auto" and s.n_workers > 1:
+    if s.role in ("auto", "coordinator") and s.n_workers > 1:
         make_storage(s.storage, s.heartbeat_s)  # fail here, once, if the storage is unusable
         ctx = mp.get_context("spawn")
         for _ in range(s.n_workers - 1):
@@ -651,7 +682,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print) ->
 
 def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> SweepResult | None:
     s = cfg.sweep
-    study, created = open_study(cfg, create=s.role == "auto")
+    study, created = open_study(cfg, create=s.role in ("auto", "coordinator"))
     parent_id = study.user_attrs.get("parent_run_id")
     if s.role == "worker":
         if not parent_id:
@@ -662,9 +693,9 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> S
 
     run = _parent_run(cfg, study, parent_id, overrides)
     global _COORDINATOR
-    _COORDINATOR = s.role == "auto"
+    _COORDINATOR = s.role in ("auto", "coordinator")
     try:
-        if s.role == "auto":
+        if s.role in ("auto", "coordinator"):
             if "sharpness_init" not in study.user_attrs:
                 t0 = time.perf_counter()
                 lam = sharpness_at_init(cfg)

@@ -50,6 +50,45 @@ def resolve_artifact_location(location: str | None) -> str | None:
     return path.as_uri()
 
 
+class TrackingError(ValueError):
+    """The tracking store cannot be used: one line naming the problem and the fix."""
+
+
+def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail within seconds, with one line, when a tracking server is unreachable or refuses us
+    (MLflow's own client would retry for minutes). Credentials come only from the environment
+    (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        raise TrackingError("tracking.uri contains credentials: set MLFLOW_TRACKING_USERNAME and "
+                            "MLFLOW_TRACKING_PASSWORD in the environment instead")
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise TrackingError(f"tracking server {uri} refused the credentials (HTTP {exc.code}): check "
+                                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD") from None
+        raise TrackingError(f"tracking server {uri} answered HTTP {exc.code}: is it an MLflow server?") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"tracking server {uri} is unreachable ({reason}): start it (make tracking-server) "
+                            "or pass tracking.uri=http://HOST:PORT") from None
+
+
 def ui_command(uri: str, port: int = 5000) -> str:
     """The one command that opens the MLflow UI on this store, bound to loopback."""
     uri = resolve_uri(uri)

@@ -27,7 +27,7 @@ from dropout_risk.data.module import StudentDataModule
 from dropout_risk.divergence import DivergenceGuard
 from dropout_risk.metrics import bayes_metrics, binary_metrics, truth_metrics
 from dropout_risk.model import DropoutRiskModule, optimizer_factory
-from dropout_risk.tracking import Run, flatten, provenance_tags
+from dropout_risk.tracking import Run, check_tracking, flatten, provenance_tags
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def train(
     `parent_run_id` for sweep trials). Bad config or data raises ConfigError/DataError
     before any run is created; anything raised later ends the run FAILED (Ctrl-C: KILLED)."""
     validate(cfg)
+    check_tracking(cfg.tracking.uri)
     _quiet_lightning()
     if cfg.trainer.num_threads > 0:
         torch.set_num_threads(cfg.trainer.num_threads)

@@ -171,6 +171,9 @@ def register_configs() -> None:
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
     cs.store(group="calibration", name="calibration_schema", node=CalibrationConfig)
     cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
+    from dropout_risk.reproduce import ReproduceConfig  # the reproduce app's request (conf/reproduce.yaml)
+
+    cs.store(name="reproduce_schema", node=ReproduceConfig)
 
 
 # --- the _target_ allow-list -------------------------------------------------------------

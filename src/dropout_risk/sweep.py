@@ -739,6 +739,7 @@ def _wait_until_finished(cfg: DictConfig, study: optuna.Study, parent_run_id: st
         recover_dead_trials(study, cfg.tracking.uri, parent_run_id)
         work(cfg, study, parent_run_id, log)
         if all(t.state.is_finished() for t in effective_trials(study)):
+            close_orphan_runs(study, cfg.tracking.uri, parent_run_id)
             return
         time.sleep(poll_s)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -156,9 +157,23 @@ def git_state(root: Path = PROJECT_ROOT) -> tuple[str, bool | None]:
         return "unknown", None
 
 
+def git_diff_hash(root: Path = PROJECT_ROOT) -> str | None:
+    """sha256 of `git diff HEAD` (tracked files): tells two dirty trees at one commit apart."""
+    try:
+        diff = subprocess.run(["git", "-C", str(root), "diff", "HEAD", "--no-ext-diff", "--binary"],
+                              capture_output=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    import hashlib
+
+    return hashlib.sha256(diff).hexdigest()
+
+
 def provenance_tags() -> dict[str, str]:
     commit, dirty = git_state()
-    tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "command": " ".join(sys.argv)}
+    tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "command": shlex.join(sys.argv)[:5000]}
+    if dirty and (diff := git_diff_hash()):
+        tags["git_diff_sha256"] = diff
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
     return tags
 

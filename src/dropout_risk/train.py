@@ -7,6 +7,7 @@ loss, per-epoch validation) -> final val/test metrics -> reliability diagrams ->
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import signal
@@ -100,6 +101,18 @@ def evaluate(module: DropoutRiskModule, x: torch.Tensor, y: torch.Tensor, p_true
     return out, logits.numpy(), p
 
 
+def data_provenance_tags(fingerprint: dict) -> dict[str, str]:
+    """`data_fingerprint` (JSON: sha256 of the file bytes, or generator version + parameters,
+    plus the split) and its parts as separate tags, searchable in the UI."""
+    tags = {"data_fingerprint": json.dumps(fingerprint, sort_keys=True, default=str),
+            "split_fingerprint": str(fingerprint.get("split", ""))}
+    if "sha256" in fingerprint:
+        tags["data_sha256"] = str(fingerprint["sha256"])
+    if "generator" in fingerprint:
+        tags["data_generator"] = str(fingerprint["generator"])
+    return tags
+
+
 def weights_hash(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
@@ -138,7 +151,7 @@ def train(
     run_tags = {
         "seed": str(cfg.seed),
         "data": data.name,
-        "data_fingerprint": str(dm.fingerprint()),
+        **data_provenance_tags(dm.fingerprint()),
         **provenance_tags(),
         **{k: str(v) for k, v in cfg.tags.items()},
         **(tags or {}),

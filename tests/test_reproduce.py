@@ -206,7 +206,7 @@ def test_pipeline_in_a_new_process(original, client, store, tmp_path):
                             cwd=tmp_path)
     finally:
         client.set_tag(original.run_id, "version.numpy", np.__version__)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "verdict: exact" in proc.stdout
     new_id = re.search(r"^run_id: ([0-9a-f]{32})$", proc.stdout, re.M).group(1)
     assert client.get_run(new_id).data.tags["weights_sha256"] == original.weights_sha256

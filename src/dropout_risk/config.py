@@ -22,8 +22,7 @@ SCHEMA_VERSION = 1
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu")
 
 
-class ConfigError(ValueError):
-    """A config value that is well-typed but unusable. One line: the key, the problem, the fix."""
+from dropout_risk.errors import ConfigError  # noqa: E402  (re-exported)
 
 
 @dataclass

@@ -39,9 +39,7 @@ RETRYABLE = ("interrupted", "worker_died")
 _COORDINATOR = False  # set in the process that created/resumed the study (role=auto)
 
 
-class SweepError(ValueError):
-    """A sweep that cannot start: one line naming the problem and the fix."""
-
+from dropout_risk.errors import SweepError  # noqa: E402  (re-exported)
 
 # --- configuration -------------------------------------------------------------------------
 

@@ -51,8 +51,7 @@ def resolve_artifact_location(location: str | None) -> str | None:
     return path.as_uri()
 
 
-class TrackingError(ValueError):
-    """The tracking store cannot be used: one line naming the problem and the fix."""
+from dropout_risk.errors import TrackingError  # noqa: E402  (re-exported)
 
 
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:

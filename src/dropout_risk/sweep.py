@@ -387,12 +387,14 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
         lr = trial.suggest_float("lr", lo, hi, log=True)
     tcfg.optim.lr = lr
     tcfg.tracking.run_name = f"{phase}-{trial.number:03d}-lr{lr:.3g}"
+    trial_overrides = [*study.user_attrs.get("overrides", []), f"optim.lr={lr}",
+                       *(f"{k}={OmegaConf.select(tcfg, k)}" for k in search_space(cfg))]
     OmegaConf.set_struct(tcfg, True)
     callbacks = [PruneOnValLoss(trial)] if phase == "refine" and s.pruner.name != "none" else []
     tags = {"sweep_id": parent_run_id, "trial": str(trial.number), "phase": phase, "study": study.study_name}
     t0 = time.perf_counter()
     try:
-        result = train(tcfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks)
+        result = train(tcfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks, overrides=trial_overrides)
     except KeyboardInterrupt:
         trial.set_user_attr("outcome", "interrupted")
         study.tell(trial, state=TrialState.FAIL)
@@ -690,6 +692,8 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> S
         return None
 
     run = _parent_run(cfg, study, parent_id, overrides)
+    if created:
+        study.set_user_attr("overrides", list(overrides))  # what each trial logs as its overrides
     global _COORDINATOR
     _COORDINATOR = s.role in ("auto", "coordinator")
     try:

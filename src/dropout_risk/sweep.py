@@ -173,9 +173,9 @@ def _retry_failed_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) ->
 
 
 def _enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    params = {"lr": trial.params["lr"]} if trial.user_attrs.get("phase") == "scan" and "lr" in trial.params else {}
-    if not params and trial.user_attrs.get("phase") == "scan":
-        params = {"lr": trial.user_attrs.get("lr_planned")}
+    # A scan trial is retried at its grid learning rate; a refine trial is sampled afresh.
+    scan = trial.user_attrs.get("phase") == "scan"
+    params = {"lr": trial.params.get("lr", trial.user_attrs.get("lr_planned"))} if scan else {}
     study.enqueue_trial(params, user_attrs={"phase": trial.user_attrs.get("phase", "scan"),
                                             "lr_planned": trial.user_attrs.get("lr_planned"),
                                             "retry_of": trial.number})

@@ -234,7 +234,7 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
 
     metrics: dict[str, float] = {"time/fit_s": fit_s, "epochs_completed": float(len(module.val_history))}
     val_m, val_logits, val_p = evaluate(module, *dm.tensors["val"], dm.p_true("val"), "val")
-    test_m, test_logits, test_p = evaluate(module, *dm.tensors["test"], dm.p_true("test"), "test")
+    test_m, test_logits, _ = evaluate(module, *dm.tensors["test"], dm.p_true("test"), "test")
     metrics.update(val_m)
     metrics.update(test_m)
     # The log loss of always predicting the training base rate: below it, the model has learned something.

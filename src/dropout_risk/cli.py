@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -102,7 +103,7 @@ def print_sweep_summary(result, cfg: DictConfig) -> None:
     print(f"  then open {runs_url(result.experiment_id)}")
 
 
-CONF_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def _group_options(group: str) -> list[str]:

@@ -16,13 +16,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from dropout_risk.errors import ConfigError
+
 # Bumped when a key is renamed or removed; a config written by a newer schema is refused.
 SCHEMA_VERSION = 1
 # model.activation choices (dropout_risk.model maps them to torch.nn classes).
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu")
-
-
-from dropout_risk.errors import ConfigError  # noqa: E402  (re-exported)
 
 
 @dataclass

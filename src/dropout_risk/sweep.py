@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from dropout_risk.config import to_container, validate
+from dropout_risk.errors import SweepError  # noqa: F401  (re-exported)
 from dropout_risk.tracking import Run, flatten, resolve_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,8 +39,6 @@ SUMMARY_COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train
 RETRYABLE = ("interrupted", "worker_died")
 _COORDINATOR = False  # set in the process that created/resumed the study (role=auto)
 
-
-from dropout_risk.errors import SweepError  # noqa: E402  (re-exported)
 
 # --- configuration -------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
+from dropout_risk.errors import TrackingError  # noqa: F401  (re-exported)
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +51,6 @@ def resolve_artifact_location(location: str | None) -> str | None:
     path = Path(location).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path.as_uri()
-
-
-from dropout_risk.errors import TrackingError  # noqa: E402  (re-exported)
 
 
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:

@@ -98,7 +98,7 @@ def test_resume_after_sigkill(tmp_path):
             continue
         done = sum(t.state.is_finished() for t in trials)
         running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-        if done >= 2 and running:
+        if done >= 2 and running and _running_mlflow_runs(tmp_path):  # the trial's run exists
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -120,6 +120,17 @@ def test_resume_after_sigkill(tmp_path):
     assert client.search_runs([exp.experiment_id], "attributes.status = 'KILLED'")  # the killed trial's run
     sweep_id = re.search(r"^sweep_run_id: (\w+)$", rerun.stdout, re.M).group(1)
     assert client.get_run(sweep_id).info.status == "FINISHED"
+
+
+def _running_mlflow_runs(tmp_path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"{tmp_path}/mlflow.db", timeout=1) as db:
+            return db.execute("SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                              "WHERE r.status = 'RUNNING' AND t.key = 'trial'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,23 @@ def test_binary_metrics_match_sklearn() -> None:
     assert m["ece_adaptive"] == pytest.approx(ece(y, p, strategy="quantile"))
 
 
+@pytest.mark.parametrize("decimals", [None, 2, 1, 0])
+@pytest.mark.parametrize("seed", range(5))
+def test_ranking_metrics_match_sklearn_with_ties(decimals, seed) -> None:
+    """AUROC and AUPRC come from one sort of our own: they must equal sklearn's, ties included
+    (rounding the scores makes many; decimals=0 leaves only the scores 0 and 1)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 400))
+    p = rng.random(n)
+    y = (rng.random(n) < p).astype(int)
+    y[:2] = [0, 1]  # both classes present
+    if decimals is not None:
+        p = np.round(p, decimals)
+    m = binary_metrics(y, p)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p), rel=1e-12, abs=1e-15)
+    assert m["auprc"] == pytest.approx(average_precision_score(y, p), rel=1e-12, abs=1e-15)
+
+
 def test_log_loss_clips_hard_zero_and_one() -> None:
     m = binary_metrics([1, 0], [0.0, 1.0])
     assert math.isfinite(m["log_loss"])

@@ -71,7 +71,7 @@ def test_sweep_end_to_end(make_cfg, client, tmp_path):
 
 def test_two_workers_reach_the_planned_count(make_cfg, client, tmp_path):
     cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=two", "sweep.n_workers=2", "sweep.n_scan=6",
-                     "data.n_students=4000", "trainer.max_epochs=6")
+                     "data.n_students=8000", "trainer.max_epochs=20")  # trials long enough for the second worker to start
     result = run_sweep(cfg, log=lambda _: None)
     study = optuna.load_study(study_name="two", storage=make_storage(f"journal://{tmp_path}/journal.log"))
     trials = study.get_trials()

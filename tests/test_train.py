@@ -45,7 +45,7 @@ def test_train_logs_everything_to_mlflow(make_cfg, client):
     assert cfg_back["trainer"]["max_epochs"] == 3 and cfg_back["seed"] == 0
     assert yaml.safe_load(open(f"{local}/overrides.yaml")) == ["trainer.max_epochs=3"]
     assert {f.path for f in client.list_artifacts(result.run_id, "plots")} == {
-        "plots/reliability_val.png", "plots/reliability_calibration.png"}
+        "plots/reliability_val.png", "plots/reliability_calibration.png", "plots/backprop_flow.png"}
     # final predictions, for reports that redraw without re-running
     pred = np.load(client.download_artifacts(result.run_id, "predictions/predictions.npz"))
     assert len(pred["val_y"]) == len(pred["val_logit"]) == len(pred["val_p_true"])

@@ -53,6 +53,7 @@ class OptimConfig:
     _partial_: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.0
+    fused: bool | None = None  # None: torch's default; true: one fused kernel per step (CPU and CUDA)
     # Not optimizer arguments. zero_grad=false is the pitfall switch: it skips
     # optimizer.zero_grad(), so gradients accumulate across steps. scan_range is the learning-rate
     # range a divergence sweep scans by default for this optimiser.
@@ -99,6 +100,17 @@ class GuardConfig:
 
     enabled: bool = True
     factor: float = 10.0
+
+
+@dataclass
+class MechanismConfig:
+    """Backprop made visible (src/dropout_risk/mechanism.py)."""
+
+    grad_norm: bool = True  # train/grad_norm: the norm of the gradient each step used
+    every_n_steps: int = 25  # mechanism/act|error|grad/l{l} every N steps (from step 1); 0: off
+    figure: bool = True  # plots/backprop_flow.png: layer magnitudes at the start and end of training
+    page: bool = True  # mechanism/index.html: the mechanism lab page for one validation student
+    student: int | None = None  # that student's row in the validation split; None: the first who dropped out
 
 
 @dataclass
@@ -150,6 +162,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    mechanism: MechanismConfig = field(default_factory=MechanismConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags
@@ -254,6 +267,8 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.guard.factor > 1, f"guard.factor={cfg.guard.factor} must be > 1, e.g. guard.factor=10")
     need(cfg.calibration.method in ("temperature", "none"),
          f"calibration.method={cfg.calibration.method!r} is unknown: use calibration=temperature or calibration=none")
+    need(cfg.mechanism.every_n_steps >= 0,
+         f"mechanism.every_n_steps={cfg.mechanism.every_n_steps} must be >= 0 (0 turns the mechanism metrics off)")
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")
     need(m.activation in ACTIVATION_NAMES,
          f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATION_NAMES)}")

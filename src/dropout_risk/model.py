@@ -5,6 +5,10 @@ h_0 = x,  h_l = act(W_l h_{l-1} + b_l) for each hidden layer,  logit = W_out h_L
 Training uses Lightning's manual optimisation so that the four steps of gradient descent are
 written out in `training_step` exactly as a textbook states them: forward, loss, backward,
 step (and the `zero_grad` that the classic pitfall forgets).
+
+Validation runs as one forward pass over the in-memory validation tensors at the end of each
+training epoch (`EpochValidation`), not through Lightning's evaluation loop: for this model the
+loop's machinery cost more than the validation itself (measured, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dropout_risk import mechanism
 from dropout_risk.config import ACTIVATION_NAMES, check_targets
 from dropout_risk.metrics import binary_metrics
 
@@ -45,11 +50,27 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.out = nn.Linear(widths[-1], 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def layers(self) -> list[nn.Linear]:
+        """W_1 .. W_{L+1}: the hidden layers, then the output layer."""
+        return [*self.hidden, self.out]
+
+    def forward(self, x: torch.Tensor, record: list | None = None) -> torch.Tensor:
+        """The logit. With `record` (a list), appends (z_l, h_l) for every layer, the output's
+        h being sigmoid(z); each z_l keeps its gradient for the backward pass to fill in."""
         h = x
         for layer in self.hidden:
-            h = self.act(layer(h))
-        return self.out(h).squeeze(-1)
+            z = layer(h)
+            h = self.act(z)
+            if record is not None:
+                record.append((z, h))
+        z = self.out(h)
+        if record is not None:
+            record.append((z, torch.sigmoid(z)))
+            for zl, _ in record:
+                if zl.requires_grad:
+                    zl.retain_grad()
+        return z.squeeze(-1)
 
 
 def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -72,7 +93,10 @@ def optimizer_factory(optim_cfg: DictConfig) -> partial:
 
 
 class DropoutRiskModule(pl.LightningModule):
-    """Forward, loss, backward, step; validation metrics each epoch."""
+    """Forward, loss, backward, step. Per step it keeps the loss, and optionally the gradient
+    norm and (every `mechanism_every` steps) the per-layer mechanism metrics; per epoch the
+    validation metrics. Everything is kept as tensors during fit and read out per epoch by
+    the recorder (no device sync per step beyond the divergence guard's)."""
 
     def __init__(
         self,
@@ -82,6 +106,8 @@ class DropoutRiskModule(pl.LightningModule):
         loss: str,
         optimizer: partial,
         zero_grad: bool = True,
+        grad_norm: bool = True,
+        mechanism_every: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False  # the four steps are spelled out below
@@ -90,10 +116,14 @@ class DropoutRiskModule(pl.LightningModule):
         self.loss_fn = loss_function(loss)
         self.optimizer_factory = optimizer
         self.zero_grad_each_step = zero_grad
+        self.track_grad_norm = grad_norm
+        self.mechanism_every = mechanism_every
+        self.steps_taken = 0
+        self.step_losses: list[torch.Tensor] = []
+        self.grad_norms: list[torch.Tensor] = []
+        self.mechanism_log: list[tuple[int, dict[str, float]]] = []  # (step, mechanism/* values)
         self.val_probs: list[np.ndarray] = []  # one array of validation probabilities per epoch
         self.val_history: list[dict[str, float]] = []
-        self._val_logits: list[torch.Tensor] = []
-        self._val_targets: list[torch.Tensor] = []
         self.val_y: np.ndarray | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,35 +134,64 @@ class DropoutRiskModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        opt = self.optimizers()
+        # The torch optimiser itself: Lightning's wrapper and manual_backward exist for precision
+        # plugins and multi-device strategies this project does not configure, and cost 15% of a
+        # step of this MLP (measured, benchmarks/README.md). The step is counted below instead.
+        opt = self.optimizers(use_pl_optimizer=False)
         if self.zero_grad_each_step:
             opt.zero_grad()  # forget this and gradients add up across steps
-        logits = self(x)  # 1. forward
+        traced = self.mechanism_every > 0 and self.steps_taken % self.mechanism_every == 0
+        layers: list | None = [] if traced else None
+        logits = self.net(x, record=layers)  # 1. forward
         loss = self.loss_fn(logits, y)  # 2. loss
-        self.manual_backward(loss)  # 3. backward: dL/dθ by the chain rule
-        opt.step()  # 4. step: θ <- θ - lr * (update from dL/dθ)
+        loss.backward()  # 3. backward: dL/dθ by the chain rule, added into each θ.grad
+        if self.track_grad_norm:  # ||grad|| of all parameters; one cat is 3x cheaper than get_total_norm here
+            self.grad_norms.append(torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in self.net.parameters()])))
+        if traced:
+            tr = mechanism.from_backward(x, layers, [w.weight for w in self.net.layers], loss)
+            self.mechanism_log.append((self.steps_taken + 1, mechanism.layer_norms(tr)))
+        opt.step()  # 4. step: θ <- θ - lr * (update from θ.grad)
+        self._count_step()
+        self.step_losses.append(loss.detach())
         return loss.detach()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self._val_logits.append(self(x).detach())
-        self._val_targets.append(y)
+    def _count_step(self) -> None:
+        """What Lightning's optimizer wrapper does around a step: keeps trainer.global_step true."""
+        self.steps_taken += 1
+        if self._trainer is not None:
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            progress.increment_ready()
+            progress.increment_completed()
 
-    def on_validation_epoch_end(self) -> None:
-        logits = torch.cat(self._val_logits)
-        y = torch.cat(self._val_targets)
-        self._val_logits.clear()
-        self._val_targets.clear()
-        if self.trainer.sanity_checking:
-            return
+    @torch.no_grad()
+    def validate_epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Loss and metrics of the validation split (one forward pass), appended to val_history."""
+        logits = self.net(x)
         loss = float(self.loss_fn(logits, y))
         p = torch.sigmoid(logits.double()).cpu().numpy()
-        self.val_y = y.cpu().numpy().astype(np.int64)
+        if self.val_y is None:
+            self.val_y = y.cpu().numpy().astype(np.int64)
         metrics = {"val/loss": loss}
         metrics.update({f"val/{k}": v for k, v in binary_metrics(self.val_y, p).items()})
         self.val_probs.append(p)
         self.val_history.append(metrics)
-        # The headline ones into callback_metrics, where early-stopping / checkpoint callbacks look
-        # (each self.log call has a cost; the full set is in val_history and MLflow).
-        self.log_dict({k: float(metrics[k]) for k in ("val/loss", "val/log_loss", "val/auroc", "val/ece")},
-                      logger=False)
+        return metrics
+
+
+class EpochValidation(pl.Callback):
+    """Validation at the end of every training epoch (also one cut short by the divergence
+    guard). Put it first among the callbacks: the recorder and a sweep's pruner read its result
+    in the same hook."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: DropoutRiskModule) -> None:
+        if self.x.device != pl_module.device:
+            self.x, self.y = self.x.to(pl_module.device), self.y.to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        pl_module.validate_epoch(self.x, self.y)
+        pl_module.train(was_training)
+        # Not also self.log()-ed into trainer.callback_metrics: four log calls per epoch cost
+        # Lightning's result collection ~0.1 s per 20-epoch fit, 10% of this MLP's training.

@@ -294,7 +294,7 @@ class PruneOnValLoss(pl.Callback):
         self.trial = trial
         self.outcome: str | None = None
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         if not pl_module.val_history:
             return
         epoch = len(pl_module.val_history)

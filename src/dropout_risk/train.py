@@ -20,14 +20,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_risk import plots
+from dropout_risk import mechanism, plots
 from dropout_risk.calibration import apply_temperature, fit_temperature
 from dropout_risk.config import saved_config_yaml, to_container, validate
 from dropout_risk.data.loaders import load_data
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.divergence import DivergenceGuard
+from dropout_risk.errors import ConfigError
+from dropout_risk.mechanism_page import render_page
 from dropout_risk.metrics import bayes_metrics, binary_metrics, truth_metrics
-from dropout_risk.model import DropoutRiskModule, optimizer_factory
+from dropout_risk.model import DropoutRiskModule, EpochValidation, optimizer_factory
 from dropout_risk.tracking import Run, check_tracking, flatten, provenance_tags
 
 log = logging.getLogger(__name__)
@@ -47,20 +49,19 @@ class RunResult:
 
 
 class StepLossRecorder(pl.Callback):
-    """Per-step training loss and per-epoch validation metrics, sent to MLflow in batches: at
-    most every `flush_every_s` seconds during fit (so a long run shows progress in the UI) and
-    at the end. A request per step, or even per epoch, costs more than training this MLP."""
+    """Per-step training loss (and gradient norm, and mechanism metrics where traced) and
+    per-epoch validation metrics, read from the module once per epoch and sent to MLflow in
+    batches: at most every `flush_every_s` seconds during fit (so a long run shows progress in
+    the UI) and at the end. A request per step, or even per epoch, costs more than training
+    this MLP."""
 
     def __init__(self, run: Run, flush_every_s: float = 10.0) -> None:
         self.run = run
         self.flush_every_s = flush_every_s
         self.losses: list[float] = []
-        self._epoch_start = 0
+        self.grad_norms: list[float] = []
+        self._mechanism_done = 0
         self._last_flush = time.monotonic()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.losses.append(float(loss))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._record_epoch(trainer, pl_module)
@@ -72,17 +73,29 @@ class StepLossRecorder(pl.Callback):
         self._record_epoch(trainer, pl_module)  # train() flushes after fit
 
     def _record_epoch(self, trainer, pl_module) -> None:
-        new = self.losses[self._epoch_start :]
+        first = len(self.losses)
+        new = _floats(pl_module.step_losses[first:])
         if not new:
             return
-        epoch = trainer.current_epoch + 1
-        self.run.log_metric_series("train/loss", new, first_step=self._epoch_start + 1, flush=False)
+        self.losses.extend(new)
+        self.run.log_metric_series("train/loss", new, first_step=first + 1, flush=False)
+        grads = _floats(pl_module.grad_norms[len(self.grad_norms):])
+        if grads:
+            self.run.log_metric_series("train/grad_norm", grads, first_step=len(self.grad_norms) + 1, flush=False)
+            self.grad_norms.extend(grads)
+        for step, values in pl_module.mechanism_log[self._mechanism_done:]:
+            self.run.log_metrics(values, step=step)
+        self._mechanism_done = len(pl_module.mechanism_log)
         finite = [v for v in new if math.isfinite(v)]
         metrics = {"train/loss_epoch": float(np.mean(finite)) if finite else float("nan")}
+        epoch = trainer.current_epoch + 1
         if len(pl_module.val_history) >= epoch:
             metrics.update(pl_module.val_history[epoch - 1])
         self.run.log_metrics(metrics, step=epoch)
-        self._epoch_start = len(self.losses)
+
+
+def _floats(values: list[torch.Tensor]) -> list[float]:
+    return torch.stack(values).tolist() if values else []
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -160,6 +173,8 @@ def train(
         torch.set_num_threads(cfg.trainer.num_threads)
     data = load_data(cfg.data, cfg.seed)
     dm = StudentDataModule(data, cfg.data, cfg.seed)
+    if cfg.mechanism.page:
+        page_student(cfg, dm)  # a bad row number fails here, before any run exists
 
     name = run_name(cfg)
     resolved = to_container(cfg)
@@ -200,7 +215,12 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         loss=cfg.loss.name,
         optimizer=optimizer_factory(cfg.optim),
         zero_grad=cfg.optim.zero_grad,
+        grad_norm=cfg.mechanism.grad_norm,
+        mechanism_every=cfg.mechanism.every_n_steps,
     )
+    # The backprop-flow figure compares the network before the first step with the trained one.
+    first_flow = (mechanism.flow_profile(mechanism.trace(module.net, module.loss_fn, *dm.tensors["train"]))
+                  if cfg.mechanism.figure else None)
     guard = DivergenceGuard(cfg.guard.factor)
     recorder = StepLossRecorder(run)
     trainer = pl.Trainer(
@@ -208,7 +228,8 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         deterministic=cfg.trainer.deterministic,
-        callbacks=[*([guard] if cfg.guard.enabled else []), recorder, *callbacks],
+        callbacks=[EpochValidation(*dm.tensors["val"]), *([guard] if cfg.guard.enabled else []), recorder, *callbacks],
+        limit_val_batches=0,  # EpochValidation validates (model.py says why)
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -251,6 +272,7 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
 
     t1 = time.perf_counter()
     _log_reliability(run, cfg, module, dm, name, val_p)
+    _log_mechanism(run, cfg, module, dm, name, first_flow)
     # Final predictions, so reports (sweep grids, compare) can redraw without re-running.
     pred = {"val_y": dm.tensors["val"][1].numpy().astype(np.int8), "val_logit": val_logits.astype(np.float32),
             "test_y": dm.tensors["test"][1].numpy().astype(np.int8), "test_logit": test_logits.astype(np.float32)}
@@ -320,3 +342,44 @@ def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMo
         fig = plots.reliability_diagram(y, final_p, title=f"{name} · final (val)")
         run.log_figure(fig, "plots/reliability_val.png")
         plots.close(fig)
+
+
+def page_student(cfg, dm: StudentDataModule) -> int:
+    """The validation row the lab page follows (ConfigError when out of range)."""
+    y = dm.tensors["val"][1]
+    student = cfg.mechanism.student
+    if student is None:
+        positives = torch.nonzero(y == 1).flatten()
+        return int(positives[0]) if len(positives) else 0
+    if not 0 <= student < len(y):
+        raise ConfigError(f"mechanism.student={student} is outside the validation split (0..{len(y) - 1}): "
+                          "pass a row number in that range or mechanism.student=null")
+    return student
+
+
+def _log_mechanism(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
+                   first_flow: dict[str, np.ndarray] | None) -> None:
+    """plots/backprop_flow.png (training set, before the first step and after the last) and the
+    mechanism lab page for one validation student (mechanism/index.html)."""
+    x_train, y_train = dm.tensors["train"]
+    if first_flow is not None:
+        last_flow = mechanism.flow_profile(mechanism.trace(module.net, module.loss_fn, x_train, y_train))
+        fig = plots.backprop_flow(first_flow, last_flow, mechanism.layer_names(len(module.net.hidden)),
+                                  ("before step 1", f"after step {module.steps_taken} (end)"),
+                                  f"{name} · backprop flow on the training set")
+        run.log_figure(fig, "plots/backprop_flow.png")
+        plots.close(fig)
+    if not cfg.mechanism.page:
+        return
+    x, y = dm.tensors["val"]
+    student = page_student(cfg, dm)
+    raw = dm.data.features.iloc[dm.splits["val"][student]][dm.feature_names].to_numpy(dtype=np.float64)
+    data = mechanism.page_data(
+        module.net, module.loss_fn, cfg.loss.name, x, y, raw, dm.feature_names,
+        student, float(cfg.optim.lr), str(cfg.optim._target_).rsplit(".", 1)[-1], cfg.model.activation, name,
+        run.run_id)
+    numbers = [data["loss"], *data["grad_norms"], *data["weight_norms"]]
+    if all(math.isfinite(v) for v in numbers):
+        run.log_text(render_page(data), "mechanism/index.html")
+    else:  # a diverged network has no meaningful forward pass to show
+        run.set_tags({"mechanism_page": "not drawn: the trained network's numbers are not finite"})

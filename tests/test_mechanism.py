@@ -37,12 +37,12 @@ def test_chain_rule_by_hand_matches_autograd(activation, loss_name) -> None:
     out = p - y if loss_name == "bce" else 2 * (p - y) * p * (1 - p)
     deltas = [out[:, None]]
     weights = [layer.weight.detach() for layer in net.layers]
-    for l in range(len(weights) - 2, -1, -1):  # hidden layers, from the last back to the first
-        deltas.insert(0, (deltas[0] @ weights[l + 1]) * ACT_DERIVATIVE[activation](tr.z[l]))
-    for l, (delta, h_prev) in enumerate(zip(deltas, tr.h[:-1], strict=True)):
+    for i in range(len(weights) - 2, -1, -1):  # hidden layers, from the last back to the first
+        deltas.insert(0, (deltas[0] @ weights[i + 1]) * ACT_DERIVATIVE[activation](tr.z[i]))
+    for i, (delta, h_prev) in enumerate(zip(deltas, tr.h[:-1], strict=True)):
         by_hand = delta.T @ h_prev / len(x)  # dL/dW_l = delta_l h_{l-1}^T, averaged over the batch
-        torch.testing.assert_close(tr.delta[l], delta, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(tr.grad[l], by_hand, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(tr.delta[i], delta, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(tr.grad[i], by_hand, rtol=1e-10, atol=1e-12)
     # and the trace left the parameters' .grad alone
     assert all(param.grad is None for param in net.parameters())
 
@@ -55,10 +55,10 @@ def test_norms_of_one_student_factorise() -> None:
     x, y = torch.randn(9, 6), torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 0, 0])
     one = mechanism.layer_norms(mechanism.trace(net, loss_function("bce"), x[:1], y[:1]))
     batch = mechanism.layer_norms(mechanism.trace(net, loss_function("bce"), x, y))
-    for l in (1, 2, 3):
-        assert one[f"mechanism/grad/l{l}"] == pytest.approx(
-            one[f"mechanism/error/l{l}"] * one[f"mechanism/act/l{l - 1}"], rel=1e-5)
-        assert batch[f"mechanism/grad/l{l}"] <= batch[f"mechanism/error/l{l}"] * batch[f"mechanism/act/l{l - 1}"] + 1e-9
+    for i in (1, 2, 3):
+        assert one[f"mechanism/grad/l{i}"] == pytest.approx(
+            one[f"mechanism/error/l{i}"] * one[f"mechanism/act/l{i - 1}"], rel=1e-5)
+        assert batch[f"mechanism/grad/l{i}"] <= batch[f"mechanism/error/l{i}"] * batch[f"mechanism/act/l{i - 1}"] + 1e-9
 
 
 def test_a_run_logs_mechanism_metrics(make_cfg, client) -> None:
@@ -67,9 +67,9 @@ def test_a_run_logs_mechanism_metrics(make_cfg, client) -> None:
     result = train(make_cfg("mechanism.every_n_steps=5"))
     run = client.get_run(result.run_id)
     names = {k for k in run.data.metrics if k.startswith("mechanism/")}
-    assert names == {*(f"mechanism/act/l{l}" for l in range(4)),
-                     *(f"mechanism/error/l{l}" for l in range(1, 4)),
-                     *(f"mechanism/grad/l{l}" for l in range(1, 4))}
+    assert names == {*(f"mechanism/act/l{i}" for i in range(4)),
+                     *(f"mechanism/error/l{i}" for i in range(1, 4)),
+                     *(f"mechanism/grad/l{i}" for i in range(1, 4))}
     n_steps = len(result.train_loss)
     for name in names:
         history = client.get_metric_history(result.run_id, name)

@@ -77,10 +77,10 @@ def _rms_row_norm(t: torch.Tensor) -> torch.Tensor:
 
 def layer_norms(tr: Trace) -> dict[str, float]:
     """The mechanism metrics of one trace, named as logged (without the step)."""
-    out = {f"mechanism/act/l{l}": h for l, h in enumerate(tr.h)}
-    out.update({f"mechanism/error/l{l}": d for l, d in enumerate(tr.delta, start=1)})
+    out = {f"mechanism/act/l{i}": h for i, h in enumerate(tr.h)}
+    out.update({f"mechanism/error/l{i}": d for i, d in enumerate(tr.delta, start=1)})
     norms = {k: _rms_row_norm(v) for k, v in out.items()}
-    norms.update({f"mechanism/grad/l{l}": torch.linalg.vector_norm(g.double()) for l, g in enumerate(tr.grad, start=1)})
+    norms.update({f"mechanism/grad/l{i}": torch.linalg.vector_norm(g.double()) for i, g in enumerate(tr.grad, start=1)})
     values = torch.stack(list(norms.values())).tolist()  # one device sync for all of them
     return dict(zip(norms, values, strict=True))
 
@@ -91,14 +91,14 @@ def flow_profile(tr: Trace) -> dict[str, np.ndarray]:
     m = layer_norms(tr)
     n = len(tr.grad)
     return {
-        "act": np.array([m[f"mechanism/act/l{l}"] for l in range(n + 1)]),
-        "error": np.array([m[f"mechanism/error/l{l}"] for l in range(1, n + 1)]),
-        "grad": np.array([m[f"mechanism/grad/l{l}"] for l in range(1, n + 1)]),
+        "act": np.array([m[f"mechanism/act/l{i}"] for i in range(n + 1)]),
+        "error": np.array([m[f"mechanism/error/l{i}"] for i in range(1, n + 1)]),
+        "grad": np.array([m[f"mechanism/grad/l{i}"] for i in range(1, n + 1)]),
     }
 
 
 def layer_names(n_hidden: int) -> list[str]:
-    return ["input", *(f"hidden {l}" for l in range(1, n_hidden + 1)), "output"]
+    return ["input", *(f"hidden {i}" for i in range(1, n_hidden + 1)), "output"]
 
 
 def page_data(net, loss_fn, loss_name: str, x: torch.Tensor, y: torch.Tensor, x_raw: np.ndarray,

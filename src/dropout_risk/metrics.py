@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+
 from dropout_risk.calibration import Strategy, bin_statistics, check_binary_inputs, reliability_bins
 
 __all__ = [

@@ -4,12 +4,14 @@
     python pipelines/sweep.py optim=sgd sweep.n_scan=32 sweep.lr_min=1e-3 sweep.lr_max=100
     python pipelines/sweep.py sweep.n_workers=2                # two worker processes
     python pipelines/sweep.py sweep.study=my-study             # run again after a crash: it resumes
+    python pipelines/sweep.py experiment=pitfall_lr_divergence  # the pitfall preset: SGD scan, the
+                                                               # diverged and converged runs compared
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import hydra_overrides, preflight, print_sweep_summary, run_cli
+from dropout_risk.cli import hydra_overrides, preflight, print_pitfall_summary, print_sweep_summary, run_cli
 from dropout_risk.config import register_configs
 
 register_configs()
@@ -17,12 +19,16 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
 def main(cfg: DictConfig) -> None:
+    from dropout_risk.pitfalls import check_entry, run_sweep_pitfall
     from dropout_risk.sweep import run_sweep
 
     def job() -> None:
+        check_entry(cfg, "sweep")
         result = run_sweep(cfg, overrides=hydra_overrides(), log=lambda msg: print(msg, flush=True))
         if result is not None:
             print_sweep_summary(result, cfg)
+            if cfg.pitfall.name:
+                print_pitfall_summary(run_sweep_pitfall(cfg, result), cfg)
 
     run_cli(job)
 

@@ -1,12 +1,14 @@
 """Train one model and track it in MLflow.
 
     python pipelines/train.py optim=sgd optim.lr=0.3 model.hidden=[64,32] trainer.max_epochs=30
+    python pipelines/train.py experiment=pitfall_no_zero_grad   # a pitfall preset: the pitfall run,
+    python pipelines/train.py experiment=pitfall_loss_only      # its healthy counterpart, compared
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import hydra_overrides, preflight, print_run_summary, run_cli
+from dropout_risk.cli import hydra_overrides, preflight, print_pitfall_summary, print_run_summary, run_cli
 from dropout_risk.config import register_configs
 
 register_configs()
@@ -14,9 +16,15 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from dropout_risk.train import train  # after preflight: a bad override fails in ~1 s, not after imports
+    # imported after preflight: a bad override fails in ~1 s, not after the imports
+    from dropout_risk.pitfalls import check_entry, run_train_pitfall
+    from dropout_risk.train import train
 
     def job() -> None:
+        check_entry(cfg, "train")
+        if cfg.pitfall.name:
+            print_pitfall_summary(run_train_pitfall(cfg, hydra_overrides()), cfg)
+            return
         result = train(cfg, overrides=hydra_overrides())
         print_run_summary(result, cfg)
 

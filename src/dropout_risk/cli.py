@@ -103,6 +103,28 @@ def print_sweep_summary(result, cfg: DictConfig) -> None:
     print(f"  then open {runs_url(result.experiment_id)}")
 
 
+def print_pitfall_summary(result, cfg: DictConfig) -> None:
+    """The two runs side by side, the computed explanation, where the comparison is."""
+    from dropout_risk.pitfalls import key_table
+    from dropout_risk.tracking import runs_url
+
+    print()
+    print(f"pitfall: {result.name}")
+    print(key_table(result))
+    print()
+    print("what the numbers show:")
+    for line in result.explanation:
+        print(f"  - {line}")
+    print()
+    print(f"pitfall run_id: {result.pitfall_run_id}")
+    print(f"healthy run_id: {result.healthy_run_id}  (each tagged counterpart=<the other>)")
+    comparison = result.comparison
+    print(f"comparison: {comparison.out_dir} (reliability_grid.png, loss_curves.png, comparison.md, explanation.md)")
+    if comparison.comparison_run_id:
+        print(f"comparison run_id: {comparison.comparison_run_id}")
+        print(f"  in the MLflow UI: {runs_url(comparison.comparison_experiment_id)}")
+
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 

@@ -114,6 +114,16 @@ class MechanismConfig:
 
 
 @dataclass
+class PitfallConfig:
+    """Set by the presets conf/experiment/pitfall_*.yaml (src/dropout_risk/pitfalls.py)."""
+
+    name: str | None = None  # None: an ordinary run
+    pipeline: str = "train"  # train | sweep: the pipeline that runs the preset
+    counterpart: list[str] = field(default_factory=list)  # key=value overrides that make the healthy run
+    out_dir: str | None = None  # the comparison's folder; None: compare_out/pitfall-<name>-<time>
+
+
+@dataclass
 class CalibrationConfig:
     method: str = "temperature"  # temperature: one T fitted on validation logits | none
     figure: bool = True  # plots/reliability_calibration.png (before/after side by side)
@@ -163,6 +173,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     mechanism: MechanismConfig = field(default_factory=MechanismConfig)
+    pitfall: PitfallConfig = field(default_factory=PitfallConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags
@@ -267,6 +278,8 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.guard.factor > 1, f"guard.factor={cfg.guard.factor} must be > 1, e.g. guard.factor=10")
     need(cfg.calibration.method in ("temperature", "none"),
          f"calibration.method={cfg.calibration.method!r} is unknown: use calibration=temperature or calibration=none")
+    need(cfg.pitfall.pipeline in ("train", "sweep"),
+         f"pitfall.pipeline={cfg.pitfall.pipeline!r} is unknown: use train or sweep")
     need(cfg.mechanism.every_n_steps >= 0,
          f"mechanism.every_n_steps={cfg.mechanism.every_n_steps} must be >= 0 (0 turns the mechanism metrics off)")
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")

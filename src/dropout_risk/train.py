@@ -45,6 +45,7 @@ class RunResult:
     metrics: dict[str, float]  # final val/*, test/*, bayes/*, time/*
     val_history: list[dict[str, float]] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)  # per step
+    grad_norms: list[float] = field(default_factory=list)  # per step, when mechanism.grad_norm
     weights_sha256: str = ""
 
 
@@ -153,6 +154,7 @@ def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning 2.6 on torch 2.13
+    warnings.filterwarnings("ignore", message=".*no `validation_step`. Skipping val loop.*")  # EpochValidation validates
 
 
 def train(
@@ -291,7 +293,8 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
     return RunResult(
         run_id=run.run_id, run_name=name, experiment_id=run.experiment_id, outcome=outcome,
         diverged_at_step=guard.diverged_at_step if diverged else None, metrics=metrics,
-        val_history=module.val_history, train_loss=recorder.losses, weights_sha256=digest,
+        val_history=module.val_history, train_loss=recorder.losses, grad_norms=recorder.grad_norms,
+        weights_sha256=digest,
     )
 
 

@@ -11,20 +11,34 @@
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import hydra_overrides, preflight, print_pitfall_summary, print_sweep_summary, run_cli
-from dropout_risk.config import register_configs
+from dropout_risk.cli import (
+    freeze_imports,
+    hydra_overrides,
+    preflight,
+    print_pitfall_summary,
+    print_sweep_summary,
+    run_cli,
+)
+from dropout_risk.config import check_pipeline, register_configs
+from dropout_risk.sweep_workers import start_local_workers, stop_workers
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
 def main(cfg: DictConfig) -> None:
-    from dropout_risk.pitfalls import check_entry, run_sweep_pitfall
-    from dropout_risk.sweep import run_sweep
-
     def job() -> None:
-        check_entry(cfg, "sweep")
-        result = run_sweep(cfg, overrides=hydra_overrides(), log=lambda msg: print(msg, flush=True))
+        check_pipeline(cfg, "sweep")
+        workers = start_local_workers(cfg)  # first: their imports overlap the ones below
+        try:
+            from dropout_risk.pitfalls import run_sweep_pitfall
+            from dropout_risk.sweep import run_sweep
+        except BaseException:
+            stop_workers(workers)
+            raise
+        freeze_imports()
+        result = run_sweep(cfg, overrides=hydra_overrides(), log=lambda msg: print(msg, flush=True),
+                           workers=workers)
         if result is not None:
             print_sweep_summary(result, cfg)
             if cfg.pitfall.name:

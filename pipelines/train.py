@@ -8,8 +8,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import hydra_overrides, preflight, print_pitfall_summary, print_run_summary, run_cli
-from dropout_risk.config import register_configs
+from dropout_risk.cli import (
+    freeze_imports,
+    hydra_overrides,
+    preflight,
+    print_pitfall_summary,
+    print_run_summary,
+    run_cli,
+)
+from dropout_risk.config import check_pipeline, register_configs
 
 register_configs()
 
@@ -17,11 +24,13 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     # imported after preflight: a bad override fails in ~1 s, not after the imports
-    from dropout_risk.pitfalls import check_entry, run_train_pitfall
+    from dropout_risk.pitfalls import run_train_pitfall
     from dropout_risk.train import train
 
+    freeze_imports()
+
     def job() -> None:
-        check_entry(cfg, "train")
+        check_pipeline(cfg, "train")
         if cfg.pitfall.name:
             print_pitfall_summary(run_train_pitfall(cfg, hydra_overrides()), cfg)
             return

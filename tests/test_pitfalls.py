@@ -10,8 +10,9 @@ import pytest
 from conftest import run_pipeline
 from scipy.stats import spearmanr
 
+from dropout_risk.config import check_pipeline
 from dropout_risk.errors import ConfigError
-from dropout_risk.pitfalls import check_entry, counterpart_config, run_sweep_pitfall, run_train_pitfall
+from dropout_risk.pitfalls import counterpart_config, run_sweep_pitfall, run_train_pitfall
 from dropout_risk.sweep import run_sweep
 from dropout_risk.train import RunResult
 
@@ -111,10 +112,10 @@ def test_lr_divergence_preset_has_a_diverged_trial(make_cfg, client, tmp_path) -
 
 def test_presets_run_from_their_own_pipeline(make_cfg) -> None:
     with pytest.raises(ConfigError, match="python pipelines/sweep.py experiment=pitfall_lr_divergence"):
-        check_entry(make_cfg("experiment=pitfall_lr_divergence"), "train")
+        check_pipeline(make_cfg("experiment=pitfall_lr_divergence"), "train")
     with pytest.raises(ConfigError, match="python pipelines/train.py experiment=pitfall_no_zero_grad"):
-        check_entry(make_cfg("experiment=pitfall_no_zero_grad", config="sweep"), "sweep")
-    check_entry(make_cfg(), "train")  # an ordinary run is no preset
+        check_pipeline(make_cfg("experiment=pitfall_no_zero_grad", config="sweep"), "sweep")
+    check_pipeline(make_cfg(), "train")  # an ordinary run is no preset
 
 
 def test_counterpart_overrides_are_checked(make_cfg) -> None:

@@ -37,6 +37,10 @@ def test_sweep_end_to_end(make_cfg, client, tmp_path):
     assert len(kids) == 7 and {k.info.status for k in kids} == {"FINISHED"}
     assert {k.data.tags["phase"] for k in kids} == {"scan", "refine"}
     assert {k.data.tags["sweep_id"] for k in kids} == {parent.info.run_id}
+    # mechanism metrics, gradient norms, the lab page and the flow figure are off in sweeps by default
+    for kid in kids:
+        assert not any(k.startswith(("mechanism/", "train/grad_norm")) for k in kid.data.metrics)
+        assert "mechanism" not in {f.path for f in client.list_artifacts(kid.info.run_id)}
     # lr = 1e4 with SGD diverges; the sweep went on
     by_lr = {float(k.data.params["optim.lr"]): k for k in kids if k.data.tags["phase"] == "scan"}
     assert sorted(by_lr) == lr_grid(0.01, 1e4, 5)

@@ -180,6 +180,14 @@ class Config:
     sweep: SweepConfig | None = None  # set by pipelines/sweep.py (conf/sweep.yaml)
 
 
+def check_pipeline(cfg: DictConfig, pipeline: str) -> None:
+    """A pitfall preset runs from the pipeline it was written for; say which one otherwise."""
+    p = cfg.pitfall
+    if p.name and p.pipeline != pipeline:
+        raise ConfigError(f"experiment=pitfall_{p.name} is a {p.pipeline} preset: run "
+                          f"python pipelines/{p.pipeline}.py experiment=pitfall_{p.name}")
+
+
 def register_configs() -> None:
     """Register the schema so `conf/*.yaml` can name it in their defaults lists."""
     cs = ConfigStore.instance()

@@ -40,14 +40,6 @@ class PitfallResult:
     explanation: list[str]
 
 
-def check_entry(cfg: DictConfig, pipeline: str) -> None:
-    """A preset runs from the pipeline it was written for; say which one otherwise."""
-    p = cfg.pitfall
-    if p.name and p.pipeline != pipeline:
-        raise ConfigError(f"experiment=pitfall_{p.name} is a {p.pipeline} preset: run "
-                          f"python pipelines/{p.pipeline}.py experiment=pitfall_{p.name}")
-
-
 def counterpart_config(cfg: DictConfig, pitfall: RunResult) -> tuple[DictConfig, list[str]]:
     """The healthy counterpart's config: `cfg` with `pitfall.counterpart` applied. An override
     may name `{best_val_epoch}`, the pitfall run's epoch of lowest validation loss."""

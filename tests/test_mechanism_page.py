@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dropout_risk.mechanism_page import example_data, render_page
+from dropout_risk.train import train
 
 CHROMIUM_FLAGS = (
     "--headless --no-sandbox --disable-gpu --disable-background-networking --no-first-run "
@@ -152,13 +153,14 @@ def _at(state: dict, n: int) -> bool:
 
 
 @contextmanager
-def _open(tmp_path: Path, data: dict, *, reduced_motion: bool = False, setup=None):
-    """Chromium on the rendered page as a file:// URL; yields the _Page once it has loaded."""
+def _open(tmp_path: Path, data: dict | None, *, reduced_motion: bool = False, setup=None, html: str | None = None):
+    """Chromium on the page rendered from `data` (or the given `html`) as a file:// URL; yields
+    the _Page once it has loaded."""
     chromium = _chromium()
     pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
     tmp_path.mkdir(parents=True, exist_ok=True)
     page_file = tmp_path / "index.html"
-    page_file.write_text(render_page(data), encoding="utf-8")
+    page_file.write_text(html if html is not None else render_page(data), encoding="utf-8")
     log = tmp_path / "chromium.log"
     with log.open("w") as err:
         args = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "about:blank"]
@@ -258,3 +260,22 @@ def test_page_loads_without_network_requests(tmp_path):
         requested = [e["params"]["request"]["url"] for e in sent]
         assert set(requested) <= {(tmp_path / "index.html").as_uri()}, f"the page requested {requested}"
         assert page.js("performance.getEntriesByType('resource').length") == 0
+
+
+@pytest.mark.slow
+def test_the_page_of_a_real_run_steps_through_all_five_states(make_cfg, client, tmp_path):
+    """The artifact mechanism/index.html that train() logs, opened from the store."""
+    result = train(make_cfg("mechanism.every_n_steps=0"))
+    html = Path(client.download_artifacts(result.run_id, "mechanism/index.html", str(tmp_path))).read_text()
+    data = json.loads(_embedded(html))
+    assert data["run_id"] == result.run_id and data["layer_names"] == ["input", "hidden 1", "hidden 2", "output"]
+    assert data["label"] == 1  # the default student: the first validation student who dropped out
+    with _open(tmp_path / "page", None, html=html) as page:
+        assert _at(page.state(), 1)
+        titles = {page.state()["title"]}
+        for n in range(2, 6):
+            state = page.click("#next")
+            assert _at(state, n), state
+            titles.add(state["title"])
+        assert len(titles) == 5
+        assert _at(page.click("#prev"), 4)

@@ -153,6 +153,14 @@ def test_rest_api_serves_runs_histories_and_images(server, sweep_store):
         png = _get(f"{server}/get-artifact?" + urllib.parse.urlencode({"run_id": result.run_id, "path": pngs[-1]}))
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
+    # the mechanism lab page, as MLflow's artifact viewer fetches it
+    standalone = sweep_store["standalone"]
+    url = f"{server}/get-artifact?" + urllib.parse.urlencode({"run_id": standalone.run_id, "path": "mechanism/index.html"})
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert resp.headers.get_content_type() == "text/html"
+        page = resp.read().decode()
+    assert standalone.run_id in page and 'id="mechanism-data"' in page and "<script src" not in page
+
     diverged = next(r for r in results if r.outcome == "diverged")
     tags = {t["key"]: t["value"] for t in runs[diverged.run_id]["data"]["tags"]}
     assert int(tags["diverged_at_step"]) == diverged.diverged_at_step

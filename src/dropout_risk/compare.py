@@ -695,9 +695,15 @@ def _grid_rows_png(panels: Sequence[GridPanel], ncols: int, first: int, total: i
 
 def save_reliability_grid(records: Sequence[RunRecord], differing: Sequence[str], path: Path, ncols: int = 4,
                           workers: int | None = None, while_drawing: Callable[[], None] | None = None) -> None:
-    """reliability_grid_figure saved as PNG. Text rendering makes a 32-panel grid take seconds,
-    so on Linux its rows are drawn in `workers` forked processes (default: the CPU count, at
-    most 4) and stacked; the margins are fixed in inches, so the seams look like row gaps.
+    """reliability_grid_figure saved as PNG (save_grid_panels)."""
+    save_grid_panels(grid_panels(records, differing), path, ncols, workers, while_drawing)
+
+
+def save_grid_panels(panels: Sequence[GridPanel], path: Path, ncols: int = 4, workers: int | None = None,
+                     while_drawing: Callable[[], None] | None = None) -> None:
+    """The reliability grid of `panels` saved as PNG. Text rendering makes a 32-panel grid take
+    seconds, so on Linux its rows are drawn in `workers` forked processes (default: the CPU count,
+    at most 4) and stacked; the margins are fixed in inches, so the seams look like row gaps.
     `while_drawing` runs in this process meanwhile."""
     import io
     import os
@@ -705,7 +711,6 @@ def save_reliability_grid(records: Sequence[RunRecord], differing: Sequence[str]
 
     from PIL import Image
 
-    panels = grid_panels(records, differing)
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     workers = min(workers or min(4, os.cpu_count() or 1), nrows)

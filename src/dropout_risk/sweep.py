@@ -17,6 +17,7 @@ import json
 import math
 import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -582,6 +583,7 @@ def sharpness_at_init(cfg: DictConfig) -> float:
 def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
     """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run."""
     from dropout_risk import plots
+    from dropout_risk.compare import save_grid_panels
     from dropout_risk.divergence import gd_threshold, observed_boundary
 
     frame = summary_frame(study)
@@ -590,16 +592,20 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
     scan = frame[frame.phase == "scan"]
     boundary = observed_boundary(frame)
     optim = str(cfg.optim._target_).rsplit(".", 1)[-1]
-    fig = plots.divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
-    run.log_figure(fig, "plots/divergence.png")
-    run.log_image(fig, key="divergence", step=0)
-    plots.close(fig)
+
+    def divergence_chart() -> None:
+        fig = plots.divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
+        run.log_image(fig, key="divergence", step=0, also_as="plots/divergence.png")
+        plots.close(fig)
 
     panels = _scan_panels(run, scan)
-    if panels:
-        fig = plots.reliability_grid(panels, ncols=6)
-        run.log_figure(fig, "plots/reliability_grid.png")
-        plots.close(fig)
+    if panels:  # the grid's rows are drawn in forked processes while this one draws the chart
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "reliability_grid.png"
+            save_grid_panels(panels, path, ncols=6, while_drawing=divergence_chart)
+            run.log_file(path, "plots")
+    else:
+        divergence_chart()
     run.log_text(frame.to_csv(index=False), "sweep_summary.csv")
 
     completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
@@ -626,8 +632,6 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
 
 def _scan_panels(run: Run, scan: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(y, p, title) of each scan trial's final validation predictions, in lr order."""
-    import tempfile
-
     panels = []
     with tempfile.TemporaryDirectory() as tmp:
         for _, row in scan.sort_values("lr").iterrows():

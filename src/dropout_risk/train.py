@@ -336,9 +336,10 @@ def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMo
         if epoch % every and epoch != n:
             continue
         fig = plots.reliability_diagram(y, module.val_probs[epoch - 1], title=f"{name} · epoch {epoch}")
-        run.log_image(fig, key="reliability/val", step=epoch)
-        if epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True):
-            run.log_figure(fig, "plots/reliability_val.png")  # the last epoch's model is the final one
+        # the last epoch's model is the final one: its diagram is also plots/reliability_val.png
+        final = epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True)
+        run.log_image(fig, key="reliability/val", step=epoch, also_as="plots/reliability_val.png" if final else None)
+        if final:
             final_p = None
         plots.close(fig)
     if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too

@@ -53,3 +53,17 @@ def run_pipeline(script: str, *args: str, cwd: Path, timeout: float = 300):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([PYTHON, str(ROOT / "pipelines" / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def chromium_path() -> str:
+    """Debian's chromium for the browser checks: skipped with a reason when it is missing, a
+    failure when DROPOUT_RISK_REQUIRE_SERVICES=1 (as in .ci/run)."""
+    import shutil
+
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if path is None:
+        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
+        if os.environ.get("DROPOUT_RISK_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason}, and DROPOUT_RISK_REQUIRE_SERVICES=1 requires the browser check")
+        pytest.skip(reason)
+    return path

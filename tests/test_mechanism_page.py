@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import chromium_path
 
 from dropout_risk.mechanism_page import example_data, render_page
 from dropout_risk.train import train
@@ -83,16 +83,6 @@ def test_render_page_rejects_bad_data(change, message):
 # ---- headless Chromium over the DevTools protocol
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "chromium is not on PATH (Debian: apt-get install -y chromium)"
-        if os.environ.get("DROPOUT_RISK_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}, and DROPOUT_RISK_REQUIRE_SERVICES=1 requires the browser check")
-        pytest.skip(reason)
-    return path
-
-
 class _Page:
     """One page target over a CDP websocket: commands by id, events kept in order."""
 
@@ -156,7 +146,7 @@ def _at(state: dict, n: int) -> bool:
 def _open(tmp_path: Path, data: dict | None, *, reduced_motion: bool = False, setup=None, html: str | None = None):
     """Chromium on the page rendered from `data` (or the given `html`) as a file:// URL; yields
     the _Page once it has loaded."""
-    chromium = _chromium()
+    chromium = chromium_path()
     pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
     tmp_path.mkdir(parents=True, exist_ok=True)
     page_file = tmp_path / "index.html"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF, ROOT, TINY
+from conftest import CONF, ROOT, TINY, chromium_path
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -186,16 +185,6 @@ def test_compare_through_the_tracking_server(server, sweep_store, tmp_path):
     assert "reliability_grid.png" in {f.path for f in client.list_artifacts(result.comparison_run_id)}
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("DROPOUT_RISK_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}, and DROPOUT_RISK_REQUIRE_SERVICES=1 requires the browser check")
-        pytest.skip(reason)
-    return path
-
-
 def _dump_dom(chromium: str, url: str, profile: Path, needles: list[str]) -> str:
     dom = ""
     for attempt in range(2):  # a cold server may answer the first page load slowly
@@ -209,7 +198,7 @@ def _dump_dom(chromium: str, url: str, profile: Path, needles: list[str]) -> str
 
 
 def test_ui_renders_the_runs_in_headless_chromium(server, sweep_store, tmp_path):
-    chromium = _chromium()
+    chromium = chromium_path()
     url = f"{server}/#/experiments/{sweep_store['experiment_id']}/runs?workflowType=machine_learning"
     # the runs page as train.py prints it: top-level runs, a sweep's trials folded under its parent
     top = [sweep_store["standalone"].run_name, "ui-sweep"]

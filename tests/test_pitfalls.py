@@ -88,8 +88,9 @@ def test_loss_only_validation_turns_while_training_falls(make_cfg, client, tmp_p
     assert healthy.data.params["trainer.max_epochs"] == str(best)
     assert healthy.data.metrics["val/log_loss"] == pytest.approx(val[best - 1], rel=1e-6)
     assert f"lowest at epoch {best}" in result.explanation[1]
-    # temperature scaling of the overfitted model is reported, and it helps without fully recovering
     m = client.get_run(result.pitfall_run_id).data.metrics
+    assert m["best_val_epoch"] == best and m["val/log_loss_best"] == pytest.approx(val[best - 1])
+    # temperature scaling of the overfitted model is reported, and it helps
     assert m["val/log_loss_calibrated"] < m["val/log_loss"]
     assert "Temperature scaling" in result.explanation[2]
 

@@ -93,10 +93,10 @@ def server(databases, tmp_path_factory):
         log.close()
 
 
-def _args(server, databases, study, *extra):
+def _args(server, databases, study, *extra, lr_max="1e4"):
     return [PYTHON, str(ROOT / "pipelines" / "sweep.py"), "tracking=server", f"tracking.uri={server}",
             f"sweep.storage={PG}/{databases['optuna']}", f"sweep.study={study}", "optim=sgd",
-            "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=6", "sweep.n_refine=2", "sweep.heartbeat_s=2",
+            "sweep.lr_min=0.01", f"sweep.lr_max={lr_max}", "sweep.n_scan=6", "sweep.n_refine=2", "sweep.heartbeat_s=2",
             "tracking.reliability_every_n_epochs=2", *extra]
 
 
@@ -115,7 +115,9 @@ def _wait_for_study(databases, study, timeout=180):
 
 
 def test_two_machines_share_one_study_and_one_parent_run(server, databases, tmp_path):
-    args = _args(server, databases, "lr-sgd-01", "data.n_students=3000", "trainer.max_epochs=4")
+    # trials that all converge and last ~2 s each, so the second machine (which joins once the
+    # study exists and then pays its imports) still finds waiting trials
+    args = _args(server, databases, "lr-sgd-01", "data.n_students=6000", "trainer.max_epochs=20", lr_max="1")
     coordinator = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for_study(databases, "lr-sgd-01")
     worker = subprocess.run([*args, "sweep.role=worker"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -141,7 +143,7 @@ def test_two_machines_share_one_study_and_one_parent_run(server, databases, tmp_
 
 
 def test_killed_worker_trial_is_retried(server, databases, tmp_path):
-    args = _args(server, databases, "lr-sgd-02", "data.n_students=6000", "trainer.max_epochs=8")
+    args = _args(server, databases, "lr-sgd-02", "data.n_students=6000", "trainer.max_epochs=30", lr_max="1")
     coordinator = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     study = _wait_for_study(databases, "lr-sgd-02")
     worker = subprocess.Popen([*args, "sweep.role=worker"], cwd=tmp_path, stdout=subprocess.DEVNULL,

@@ -80,6 +80,12 @@ def run_train_pitfall(cfg: DictConfig, overrides: Sequence[str] = (), echo: Call
     echo(f"pitfall {name}: training the healthy counterpart ({' '.join(extra)})")
     healthy = train(healthy_cfg, overrides=[*overrides, *extra], tags={"pitfall": name, "pitfall_role": "healthy"})
     explanation = EXPLAIN.get(name, explain_generic)(pitfall, healthy)
+    client = MlflowClient(cfg.tracking.uri)
+    for result in (pitfall, healthy):  # where validation said to stop, as metrics the UI can sort by
+        epoch = best_val_epoch(result)
+        client.log_metric(result.run_id, "best_val_epoch", epoch)
+        client.log_metric(result.run_id, "val/log_loss_best", result.val_history[epoch - 1]["val/log_loss"]
+                          if result.val_history else math.nan)
     return _link_and_compare(cfg, name, pitfall.run_id, healthy.run_id, explanation, out_dir)
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk.compare import Comparison, compare
 from dropout_risk.errors import ConfigError
+from dropout_risk.tracking import resolve_uri
 from dropout_risk.train import RunResult, run_name, train
 
 KEY_METRICS = ("val/log_loss", "val/auroc", "val/ece", "val/brier", "val/log_loss_calibrated", "val/ece_calibrated",
@@ -75,12 +76,12 @@ def run_train_pitfall(cfg: DictConfig, overrides: Sequence[str] = (), echo: Call
     pitfall = train(single, overrides=list(overrides), tags={"pitfall": name, "pitfall_role": "pitfall"})
     healthy_cfg, extra = counterpart_config(single, pitfall)
     if not cfg.tracking.run_name:
-        healthy_cfg.tracking.run_name = None
+        healthy_cfg.tracking.run_name = None  # named from its own config, not the pitfall run's name
         healthy_cfg.tracking.run_name = f"{name}-healthy-{run_name(healthy_cfg)}"
     echo(f"pitfall {name}: training the healthy counterpart ({' '.join(extra)})")
     healthy = train(healthy_cfg, overrides=[*overrides, *extra], tags={"pitfall": name, "pitfall_role": "healthy"})
     explanation = EXPLAIN.get(name, explain_generic)(pitfall, healthy)
-    client = MlflowClient(cfg.tracking.uri)
+    client = MlflowClient(resolve_uri(cfg.tracking.uri))
     for result in (pitfall, healthy):  # where validation said to stop, as metrics the UI can sort by
         epoch = best_val_epoch(result)
         client.log_metric(result.run_id, "best_val_epoch", epoch)
@@ -103,7 +104,7 @@ def run_sweep_pitfall(cfg: DictConfig, sweep_result, out_dir: str | Path | None 
         raise ConfigError(f"pitfall {cfg.pitfall.name}: no learning rate below {bad.lr:.3g} converged; lower the "
                           "range, e.g. sweep.lr_min=1e-4")
     good = below.iloc[-1]
-    history = MlflowClient(cfg.tracking.uri).get_metric_history(str(bad.run_id), "train/loss")
+    history = MlflowClient(resolve_uri(cfg.tracking.uri)).get_metric_history(str(bad.run_id), "train/loss")
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     explanation = explain_lr_divergence(sweep_result, bad, good, scan, losses)
     return _link_and_compare(cfg, str(cfg.pitfall.name), str(bad.run_id), str(good.run_id), explanation, out_dir)
@@ -111,7 +112,7 @@ def run_sweep_pitfall(cfg: DictConfig, sweep_result, out_dir: str | Path | None 
 
 def _link_and_compare(cfg: DictConfig, name: str, pitfall_id: str, healthy_id: str, explanation: list[str],
                       out_dir: str | Path | None) -> PitfallResult:
-    client = MlflowClient(cfg.tracking.uri)
+    client = MlflowClient(resolve_uri(cfg.tracking.uri))
     for run_id, other, role in ((pitfall_id, healthy_id, "pitfall"), (healthy_id, pitfall_id, "healthy")):
         client.set_tag(run_id, "counterpart", other)
         client.set_tag(run_id, "pitfall", name)

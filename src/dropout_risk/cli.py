@@ -185,7 +185,7 @@ def preflight(config_name: str = "config", argv: list[str] | None = None) -> Non
     after torch/Lightning/MLflow have loaded. Flags (--cfg, -m, --config-path ...) are left to Hydra."""
     from hydra import compose, initialize_config_dir
 
-    from dropout_risk.config import validate
+    from dropout_risk.config import check_pipeline, validate
 
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith("-") for a in args):
@@ -199,6 +199,7 @@ def preflight(config_name: str = "config", argv: list[str] | None = None) -> Non
     if "seed" in cfg and "optim" in cfg:  # a training config: value checks too
         try:
             validate(cfg)
+            check_pipeline(cfg, "sweep" if config_name == "sweep" else "train")
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -257,27 +257,23 @@ class Run:
         if also_as:
             from PIL import Image
 
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / Path(also_as).name
-                Image.fromarray(pixels).save(path, dpi=(fig.dpi, fig.dpi))
-                parent = str(Path(also_as).parent)
-                self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+            self._log_written(also_as, lambda path: Image.fromarray(pixels).save(path, dpi=(fig.dpi, fig.dpi)))
 
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            torch.save(obj, path)
-            parent = str(Path(artifact_file).parent)
-            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+        self._log_written(artifact_file, lambda path: torch.save(obj, path))
 
     def log_arrays(self, artifact_file: str, **arrays) -> None:
         import numpy as np
 
+        self._log_written(artifact_file, lambda path: np.savez_compressed(path, **arrays))
+
+    def _log_written(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
+        """`write(path)` a file in a temporary folder, logged as `artifact_file` (folder/name)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
-            np.savez_compressed(path, **arrays)
+            write(path)
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
 

@@ -16,6 +16,7 @@ from dropout_risk.plots import (
     reliability_diagram,
     reliability_grid,
     reliability_pair,
+    tile_images,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -96,6 +97,25 @@ def test_reliability_pair_and_log_counts() -> None:
     assert fig.axes[1].get_yscale() == "log"
     assert figure_to_png_bytes(fig).startswith(PNG_MAGIC)
     close(fig)
+
+
+def test_two_line_title_gets_room_and_images_tile_in_order() -> None:
+    y, p = _data(2_000)
+    one = reliability_diagram(y, p, title="run · epoch 3")
+    two = reliability_diagram(y, p, title="run · epoch 3\nlr 0.1 · converged · ECE 0.012")
+    assert two.get_figheight() == pytest.approx(one.get_figheight() + 0.17)
+    close(one)
+    close(two)
+    a = np.zeros((4, 3, 3), np.uint8)
+    b = np.full((2, 3, 3), 7, np.uint8)  # smaller: padded with white
+    c = np.full((4, 3, 4), 9, np.uint8)  # RGBA: the alpha channel is dropped
+    grid = tile_images([a, b, c], ncols=2)
+    assert grid.shape == (8, 6, 3) and grid.dtype == np.uint8
+    assert (grid[:4, :3] == 0).all() and (grid[:2, 3:] == 7).all() and (grid[2:4, 3:] == 255).all()
+    assert (grid[4:, :3] == 9).all() and (grid[4:, 3:] == 255).all()  # the incomplete last row
+    assert tile_images([a], ncols=6).shape == (4, 3, 3)
+    with pytest.raises(ValueError, match="at least one"):
+        tile_images([], ncols=2)
 
 
 def test_bad_input_raises() -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -50,6 +51,13 @@ def test_sweep_end_to_end(make_cfg, client, tmp_path):
     # chart, grid and summary on the parent
     files = {f.path for f in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/divergence.png", "plots/reliability_grid.png"} <= files
+    # the grid is the scan trials' own final diagrams (titled with lr, outcome and ECE), in lr order
+    grid = _pixels(client, parent.info.run_id, "plots/reliability_grid.png")
+    cells = [_pixels(client, by_lr[lr].info.run_id, "plots/reliability_val.png") for lr in sorted(by_lr)]
+    h, w = max(c.shape[0] for c in cells), max(c.shape[1] for c in cells)
+    assert grid.shape == (h, 5 * w, 3)  # one row: 5 scan trials, up to 6 per row
+    for i, cell in enumerate(cells):
+        assert np.array_equal(grid[: cell.shape[0], i * w : i * w + cell.shape[1]], cell)
     csv = client.download_artifacts(parent.info.run_id, "sweep_summary.csv")
     summary = pd.read_csv(csv)
     assert list(summary.columns[:4]) == ["trial", "phase", "lr", "outcome"]
@@ -124,6 +132,39 @@ def test_resume_after_sigkill(tmp_path):
     assert client.search_runs([exp.experiment_id], "attributes.status = 'KILLED'")  # the killed trial's run
     sweep_id = re.search(r"^sweep_run_id: (\w+)$", rerun.stdout, re.M).group(1)
     assert client.get_run(sweep_id).info.status == "FINISHED"
+
+
+def _pixels(client, run_id: str, path: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(client.download_artifacts(run_id, path)).convert("RGB"))
+
+
+def test_a_bad_value_stops_the_early_workers(tmp_path):
+    """pipelines/sweep.py starts its local workers as soon as the command line composes, before
+    the value checks: a value the checks refuse must end them too (not leave them waiting)."""
+    marker = f"dropout-risk-test-{os.getpid()}-{time.time_ns()}"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "DROPOUT_RISK_TEST_MARKER": marker}
+    proc = subprocess.run([PYTHON, str(ROOT / "pipelines" / "sweep.py"), "sweep.n_workers=2", "optim.lr=-1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        "error: optim.lr=-1.0 must be > 0: pass a positive learning rate, e.g. optim.lr=1e-3"]
+    assert _processes_with(marker) == [], "a worker outlived the refused command"
+    assert not (tmp_path / "mlruns").exists()  # nothing written
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                continue
+    return found
 
 
 def _running_mlflow_runs(tmp_path) -> int:

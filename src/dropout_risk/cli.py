@@ -179,10 +179,14 @@ def _explain(exc: BaseException, overrides: list[str]) -> str:
     return str(exc).splitlines()[0]
 
 
-def preflight(config_name: str = "config", argv: list[str] | None = None) -> None:
+def preflight(config_name: str = "config", argv: list[str] | None = None,
+              on_composed: Callable[[DictConfig], None] | None = None) -> None:
     """Compose and check the config once before Hydra does, so that a bad override ends in one
     line (`error: ...`, exit 2) within a second, instead of Hydra's multi-line report or an error
-    after torch/Lightning/MLflow have loaded. Flags (--cfg, -m, --config-path ...) are left to Hydra."""
+    after torch/Lightning/MLflow have loaded. Flags (--cfg, -m, --config-path ...) are left to Hydra.
+    `on_composed(cfg)` runs once the config composed and names the right pipeline, before the
+    value checks (which import torch for the `_target_` allow-list): the sweep starts its worker
+    processes there, so their imports overlap everything after."""
     from hydra import compose, initialize_config_dir
 
     from dropout_risk.config import check_pipeline, validate
@@ -198,8 +202,10 @@ def preflight(config_name: str = "config", argv: list[str] | None = None) -> Non
             sys.exit(2)
     if "seed" in cfg and "optim" in cfg:  # a training config: value checks too
         try:
-            validate(cfg)
             check_pipeline(cfg, "sweep" if config_name == "sweep" else "train")
+            if on_composed is not None:
+                on_composed(cfg)
+            validate(cfg)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -51,7 +50,6 @@ __all__ = [
 PREDICTIONS = "predictions/predictions.npz"
 CURVES = ("train/loss", "val/loss")
 _RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
-_IN_CHUNK = 100  # run ids per `run_id IN (...)` request
 _FIRST_METRICS = ("loss", "log_loss", "auroc", "auprc", "brier", "ece", "ece_adaptive", "mce", "accuracy")
 
 
@@ -260,25 +258,6 @@ def _search(client, experiment_ids: list[str], filter_string: str, max_results: 
     return runs[:max_results], len(runs) > max_results
 
 
-def _by_ids(client, experiment_ids: list[str], run_ids: list[str]) -> dict:
-    """The runs with these ids, in bulk (`attributes.run_id IN (...)`, deleted runs included)."""
-    from mlflow.entities import ViewType
-
-    found = {}
-    for i in range(0, len(run_ids), _IN_CHUNK):
-        chunk = run_ids[i : i + _IN_CHUNK]
-        where = "attributes.run_id IN (" + ", ".join(f"'{r}'" for r in chunk) + ")"
-        token = None
-        while True:
-            page = client.search_runs(experiment_ids, where, run_view_type=ViewType.ALL, max_results=1000,
-                                      page_token=token)
-            found.update({r.info.run_id: r for r in page})
-            token = page.token
-            if not token:
-                break
-    return found
-
-
 def _check_ids(ids: Iterable[str], what: str) -> list[str]:
     out = []
     for run_id in ids:
@@ -299,6 +278,8 @@ def select_runs(client, *, runs: Sequence[str] = (), sweep: str | None = None, f
                 experiment: str | None = None, max_runs: int = 32,
                 exclude_experiment: str | None = None) -> tuple[list, dict[str, str], list[str]]:
     """(MLflow runs in comparison order, experiment id -> name, notes). Raises CompareError."""
+    from dropout_risk.tracking import runs_by_ids
+
     if max_runs < 1:
         raise CompareError(f"max_runs={max_runs} must be >= 1, e.g. max_runs=32")
     runs = list(runs or [])
@@ -316,7 +297,7 @@ def select_runs(client, *, runs: Sequence[str] = (), sweep: str | None = None, f
         if len(ids) > max_runs:
             raise CompareError(f"{len(ids)} run ids given but max_runs={max_runs}: pass max_runs={len(ids)} "
                                "to compare them all")
-        found = _by_ids(client, list(experiments), ids)
+        found = runs_by_ids(client, list(experiments), ids)
         missing = [r for r in ids if r not in found]
         if missing:
             raise CompareError(f"run id{'s' if len(missing) > 1 else ''} not found in {client.tracking_uri}: "
@@ -342,7 +323,7 @@ def select_runs(client, *, runs: Sequence[str] = (), sweep: str | None = None, f
     clauses = []
     if sweep:
         [parent_id] = _check_ids([sweep], "sweep")
-        parent = _by_ids(client, list(experiments), [parent_id]).get(parent_id)
+        parent = runs_by_ids(client, list(experiments), [parent_id]).get(parent_id)
         if parent is None:
             raise CompareError(f"sweep parent run {parent_id} not found in {client.tracking_uri}: pass the run id "
                                "of the sweep's parent run (its trials are nested under it)")
@@ -423,35 +404,19 @@ def _as_curve(history: list[Point]) -> tuple[np.ndarray, np.ndarray]:
     return steps, np.fromiter(by_step.values(), dtype=np.float64, count=len(by_step))
 
 
-def _local_path(artifact_uri: str) -> Path | None:
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" and artifact_uri.startswith("/"):
-        return Path(artifact_uri)
-    return None
-
-
 def _load_predictions(artifact_uri: str, tracking_uri: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(val_y, sigmoid(val_logit)) from predictions/predictions.npz, or None if the run has none."""
-    import tempfile
+    import io
 
-    local = _local_path(artifact_uri)
+    from dropout_risk.tracking import artifact_bytes
+
     try:
-        if local is not None:
-            path = local / PREDICTIONS
-            if not path.is_file():
-                return None
-            data = np.load(path)
-        else:
-            import mlflow.artifacts
-
-            with tempfile.TemporaryDirectory() as tmp:
-                got = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{PREDICTIONS}",
-                                                          dst_path=tmp, tracking_uri=tracking_uri)
-                data = dict(np.load(got))
-        y = np.asarray(data["val_y"]).astype(np.int64)
-        logit = np.asarray(data["val_logit"], dtype=np.float64)
+        raw = artifact_bytes(artifact_uri, PREDICTIONS, tracking_uri)
+        if raw is None:
+            return None
+        with np.load(io.BytesIO(raw)) as data:
+            y = np.asarray(data["val_y"]).astype(np.int64)
+            logit = np.asarray(data["val_logit"], dtype=np.float64)
     except Exception:  # noqa: BLE001 - missing, unreadable or partial: the run has no reliability data
         return None
     if y.shape != logit.shape or y.size == 0:

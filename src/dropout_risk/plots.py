@@ -41,6 +41,7 @@ __all__ = [
     "reliability_diagram",
     "reliability_grid",
     "reliability_pair",
+    "tile_images",
 ]
 
 DIVERGED_TEXT = "diverged: no probabilities"
@@ -118,16 +119,17 @@ def draw_reliability(
 
 
 def _figure_with_cells(
-    n_panels: int, ncols: int, cell_size: tuple[float, float]
+    n_panels: int, ncols: int, cell_size: tuple[float, float], top: float = 0.3
 ) -> tuple[Figure, list[tuple[Axes, Axes]]]:
     """A figure with ``n_panels`` cells (curve axis over histogram axis, 3:1), row-major.
 
-    Margins are fixed in inches (no constrained/tight layout: it would double the render time).
+    Margins are fixed in inches (no constrained/tight layout: it would double the render time);
+    ``top`` is the room above the first row (for its titles).
     """
     nrows = math.ceil(n_panels / ncols)
     cell_w, cell_h = cell_size
     width, height = cell_w * ncols, cell_h * nrows
-    left, right, top, bottom, col_gap, row_gap = 0.7, 0.15, 0.3, 0.5, 0.6, 0.8  # inches
+    left, right, bottom, col_gap, row_gap = 0.7, 0.15, 0.5, 0.6, 0.8  # inches
     axis_w = (width - left - right - (ncols - 1) * col_gap) / ncols
     axis_h = (height - top - bottom - (nrows - 1) * row_gap) / nrows
     fig = Figure(figsize=(width, height), dpi=_DPI)
@@ -152,10 +154,30 @@ def _figure_with_cells(
 def reliability_diagram(
     y: ArrayLike, p: ArrayLike, title: str = "", n_bins: int = 15, log_counts: bool = False
 ) -> Figure:
-    """One reliability diagram with its confidence histogram, as a new 4.5 x 5 in figure (dpi 100)."""
-    fig, [(ax_curve, ax_hist)] = _figure_with_cells(1, 1, (4.5, 5.0))
+    """One reliability diagram with its confidence histogram, as a new 4.5 x 5 in figure (dpi 100;
+    each extra title line adds 0.17 in on top)."""
+    extra = 0.17 * title.count("\n")
+    fig, [(ax_curve, ax_hist)] = _figure_with_cells(1, 1, (4.5, 5.0 + extra), top=0.3 + extra)
     draw_reliability(ax_curve, ax_hist, y, p, title=title, n_bins=n_bins, log_counts=log_counts)
     return fig
+
+
+def tile_images(images: Sequence[np.ndarray], ncols: int) -> np.ndarray:
+    """RGB pixel arrays side by side, ``ncols`` per row, in the given order, each cell as large as
+    the largest image (smaller ones and an incomplete last row padded with white)."""
+    if len(images) == 0:
+        raise ValueError("tile_images needs at least one image")
+    if ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    ncols = min(ncols, len(images))
+    nrows = math.ceil(len(images) / ncols)
+    h = max(im.shape[0] for im in images)
+    w = max(im.shape[1] for im in images)
+    out = np.full((nrows * h, ncols * w, 3), 255, dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncols)
+        out[r * h : r * h + im.shape[0], c * w : c * w + im.shape[1]] = im[..., :3]
+    return out
 
 
 def reliability_grid(

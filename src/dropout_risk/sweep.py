@@ -17,12 +17,11 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import optuna
 import pandas as pd
@@ -288,26 +287,6 @@ def _alive(pid: int) -> bool:
 # --- one worker -------------------------------------------------------------------------------
 
 
-class PruneOnValLoss(pl.Callback):
-    """Report validation log loss to the trial each epoch; stop when the pruner says so.
-    (optuna-integration's callback refuses JournalStorage, our default.)"""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
-        self.outcome: str | None = None
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if not pl_module.val_history:
-            return
-        epoch = len(pl_module.val_history)
-        value = pl_module.val_history[-1].get("val/log_loss", float("nan"))
-        if math.isfinite(value):
-            self.trial.report(value, epoch)
-            if self.trial.should_prune():
-                self.outcome = "pruned"
-                trainer.should_stop = True
-
-
 def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial | None:
     """Claim one WAITING trial atomically through the storage (as Study.ask does, but never
     creating a trial beyond the planned ones). Scan trials first: refine trials need them."""
@@ -338,11 +317,13 @@ def stable_range(trials: list[optuna.trial.FrozenTrial]) -> tuple[float, float] 
 
 
 def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, planned: int, log,
-                   poll_s: float = 0.5) -> list[optuna.trial.FrozenTrial]:
-    """Block a refine trial until the scan is complete. Meanwhile run any scan trial that is
-    waiting (a retry of one whose worker died), so that workers never all wait on each other."""
+                   poll_s: float = 0.1, check_s: float = 2.0) -> list[optuna.trial.FrozenTrial]:
+    """Block a refine trial until the scan is complete (read every `poll_s`). Meanwhile run any
+    scan trial that is waiting (a retry of one whose worker died), so that workers never all
+    wait on each other; dead workers are looked for every `check_s`."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
+    last_check = time.monotonic()
     while True:
         trials = effective_trials(study)
         open_scan = [t for t in trials if t.user_attrs.get("phase") == "scan"
@@ -353,16 +334,19 @@ def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, pla
         if other is not None:
             run_trial(cfg, study, other, parent_run_id, planned, log)
             continue
-        if is_heartbeat_enabled(study._storage):
-            optuna.storages.fail_stale_trials(study)
-        if _COORDINATOR:  # one process re-enqueues dead local trials, so no retry is doubled
-            recover_dead_trials(study, cfg.tracking.uri, None)
+        if time.monotonic() - last_check >= check_s:
+            if is_heartbeat_enabled(study._storage):
+                optuna.storages.fail_stale_trials(study)
+            if _COORDINATOR:  # one process re-enqueues dead local trials, so no retry is doubled
+                recover_dead_trials(study, cfg.tracking.uri, None)
+            last_check = time.monotonic()
         time.sleep(poll_s)
 
 
 def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_run_id: str,
               planned: int, log=print) -> None:
     """Train one trial and tell the study. Never raises for a failed trial (Ctrl-C does)."""
+    from dropout_risk.pruning import PruneOnValLoss
     from dropout_risk.train import train
 
     s = cfg.sweep
@@ -489,7 +473,12 @@ def worker_process(cfg_container: dict, study_name: str | None, n_threads: int, 
 
     import torch
 
+    import dropout_risk.train  # noqa: F401  (every import a trial needs, done while the study is made)
     from dropout_risk.config import register_configs
+
+    cfg = OmegaConf.create(cfg_container)
+    if not cfg.tracking.uri.startswith(("http://", "https://")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (0.5 s of opening the local store)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -497,7 +486,6 @@ def worker_process(cfg_container: dict, study_name: str | None, n_threads: int, 
     register_configs()
     gc.freeze()  # the imported modules: fewer objects for every collection, a 1.5 s faster exit
     torch.set_num_threads(n_threads)
-    cfg = OmegaConf.create(cfg_container)
     cfg.trainer.num_threads = n_threads
     study_name = study_name or default_study_name(cfg)
     storage = make_storage(cfg.sweep.storage, cfg.sweep.heartbeat_s)
@@ -583,7 +571,6 @@ def sharpness_at_init(cfg: DictConfig) -> float:
 def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
     """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run."""
     from dropout_risk import plots
-    from dropout_risk.compare import save_grid_panels
     from dropout_risk.divergence import gd_threshold, observed_boundary
 
     frame = summary_frame(study)
@@ -593,19 +580,12 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
     boundary = observed_boundary(frame)
     optim = str(cfg.optim._target_).rsplit(".", 1)[-1]
 
-    def divergence_chart() -> None:
-        fig = plots.divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
-        run.log_image(fig, key="divergence", step=0, also_as="plots/divergence.png")
-        plots.close(fig)
-
-    panels = _scan_panels(run, scan)
-    if panels:  # the grid's rows are drawn in forked processes while this one draws the chart
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "reliability_grid.png"
-            save_grid_panels(panels, path, ncols=6, while_drawing=divergence_chart)
-            run.log_file(path, "plots")
-    else:
-        divergence_chart()
+    fig = plots.divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
+    run.log_image(fig, key="divergence", step=0, also_as="plots/divergence.png")
+    plots.close(fig)
+    diagrams = _scan_diagrams(run, scan)
+    if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
+        run.log_png(plots.tile_images(diagrams, ncols=6), "plots/reliability_grid.png")
     run.log_text(frame.to_csv(index=False), "sweep_summary.csv")
 
     completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
@@ -630,35 +610,39 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
                        best.number if best else None)
 
 
-def _scan_panels(run: Run, scan: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """(y, p, title) of each scan trial's final validation predictions, in lr order."""
-    panels = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for _, row in scan.sort_values("lr").iterrows():
-            if not isinstance(row.run_id, str):
-                continue
-            try:
-                path = run.client.download_artifacts(row.run_id, "predictions/predictions.npz", tmp)
-            except Exception:  # noqa: BLE001 - a trial without predictions is left out of the grid
-                continue
-            with np.load(path) as pred:
-                y = pred["val_y"].astype(np.int64)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    p = 1.0 / (1.0 + np.exp(-pred["val_logit"].astype(np.float64)))
-            ece = "" if not math.isfinite(row.ece) else f", ECE {row.ece:.3f}"
-            panels.append((y, p, f"lr {row.lr:.3g}: {row.outcome}{ece}"))
-    return panels
+def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list[np.ndarray]:
+    """Each scan trial's final reliability diagram as RGB pixels, in lr order: the trial's own
+    plots/reliability_val.png, which train() titles with the lr, the outcome and the ECE. A
+    trial without one (it failed before drawing it) is left out."""
+    import io
+
+    from PIL import Image
+
+    from dropout_risk.tracking import artifact_bytes, runs_by_ids
+
+    ids = [r for r in scan.sort_values("lr").run_id if isinstance(r, str)]
+    found = runs_by_ids(run.client, [run.experiment_id], ids)
+    diagrams = []
+    for run_id in ids:
+        if run_id not in found:
+            continue
+        raw = artifact_bytes(found[run_id].info.artifact_uri, "plots/reliability_val.png", run.client.tracking_uri)
+        if raw is not None:
+            diagrams.append(np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+    return diagrams
 
 
 # --- the whole sweep ----------------------------------------------------------------------------
 
 
 def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print,
-              workers: list | None = None) -> SweepResult | None:
+              workers: list | None = None, on_imported: Callable[[], None] | None = None) -> SweepResult | None:
     """Create or resume the study, run the trials (in `sweep.n_workers` processes), report.
     role=worker joins an existing study and only works; role=report only reports. `workers`:
-    local worker processes already started (pipelines/sweep.py starts them before its imports);
-    None: started here."""
+    local worker processes already started (pipelines/sweep.py starts them as soon as the
+    command line composed); None: started here. `on_imported`: called once torch and Lightning
+    are imported, which the coordinator does only after creating the study and its parent run
+    (the command line freezes the garbage collector's view of the imports there)."""
     from dropout_risk.tracking import check_tracking
 
     s = cfg.sweep
@@ -670,7 +654,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print,
             make_storage(s.storage, s.heartbeat_s)  # fail here, once, if the storage is unusable
             if workers is None:
                 procs = start_local_workers(cfg)
-        result = _coordinate(cfg, overrides or [], log, threads_per_worker(s.n_workers))
+        result = _coordinate(cfg, overrides or [], log, threads_per_worker(s.n_workers), on_imported)
     except KeyboardInterrupt:
         for p in procs:  # they got the same Ctrl-C and close their own trials
             p.join(timeout=30)
@@ -683,7 +667,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print,
     return result
 
 
-def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> SweepResult | None:
+def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
+                on_imported: Callable[[], None] | None = None) -> SweepResult | None:
     s = cfg.sweep
     study, created = open_study(cfg, create=s.role in ("auto", "coordinator"))
     parent_id = study.user_attrs.get("parent_run_id")
@@ -694,13 +679,21 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> S
         log(f"worker done: ran {n} trial(s) of study {study.study_name}")
         return None
 
-    run = _parent_run(cfg, study, parent_id, overrides)
-    if created:
+    if created:  # before the parent run: workers start as soon as it exists
         study.set_user_attr("overrides", list(overrides))  # what each trial logs as its overrides
+    run = _parent_run(cfg, study, parent_id, overrides)
     global _COORDINATOR
     _COORDINATOR = s.role in ("auto", "coordinator")
     try:
+        # Only now torch and Lightning (seconds of imports): local workers already train meanwhile.
+        import torch
+
+        import dropout_risk.train  # noqa: F401
+
+        if on_imported is not None:
+            on_imported()
         if s.role in ("auto", "coordinator"):
+            torch.set_num_threads(n_threads)
             if "sharpness_init" not in study.user_attrs:
                 t0 = time.perf_counter()
                 lam = sharpness_at_init(cfg)
@@ -714,9 +707,6 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> S
             planned = int(study.user_attrs["planned"])
             log(f"study {study.study_name}: {done}/{planned} trials done"
                 + (" (new)" if created else " (resuming)") + f", {s.n_workers} worker(s)")
-            import torch
-
-            torch.set_num_threads(n_threads)
             wcfg = copy.deepcopy(cfg)
             wcfg.trainer.num_threads = n_threads
             _wait_until_finished(wcfg, study, run.run_id, log)
@@ -733,15 +723,21 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int) -> S
         raise
 
 
-def _wait_until_finished(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log, poll_s: float = 1.0) -> None:
+def _wait_until_finished(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log, poll_s: float = 0.1,
+                         check_s: float = 2.0) -> None:
     """Until every planned trial is finished: run retries of trials whose worker died (local
-    processes found by pid, remote ones by Optuna's heartbeat) and wait for other workers."""
+    processes found by pid, remote ones by Optuna's heartbeat) and wait for other workers.
+    Whether all are finished is read every `poll_s` (one read of the storage), so the report
+    starts within that of the last trial; dead workers are looked for every `check_s`."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
+    last_check = -math.inf
     while True:
-        if is_heartbeat_enabled(study._storage):
-            optuna.storages.fail_stale_trials(study)
-        recover_dead_trials(study, cfg.tracking.uri, parent_run_id)
+        if time.monotonic() - last_check >= check_s:
+            if is_heartbeat_enabled(study._storage):
+                optuna.storages.fail_stale_trials(study)
+            recover_dead_trials(study, cfg.tracking.uri, parent_run_id)
+            last_check = time.monotonic()
         work(cfg, study, parent_run_id, log)
         if all(t.state.is_finished() for t in effective_trials(study)):
             close_orphan_runs(study, cfg.tracking.uri, parent_run_id)

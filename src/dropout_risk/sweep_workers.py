@@ -1,10 +1,12 @@
 """Starting a sweep's local worker processes, first thing.
 
-Each worker pays ~6 s of imports (Lightning, torch, MLflow). Started before the coordinator's own
-imports instead of after them, the two processes import in parallel on two cores: the default
-sweep finishes ~3 s sooner (benchmarks/README.md). So this module imports nothing heavy; the
-worker imports `dropout_risk.sweep` itself, computes the study name the coordinator will use and
-waits for the coordinator to create the study (sweep.worker_process).
+Each worker pays ~5 s of imports (Lightning, torch, MLflow). pipelines/sweep.py starts them as
+soon as the command line has composed (before the coordinator's own checks and imports), and
+the coordinator creates the study and its parent run before importing torch and Lightning, so
+the worker finds work the moment its imports are done (benchmarks/README.md). So this module
+imports nothing heavy; the worker imports `dropout_risk.sweep` itself, computes the study name
+the coordinator will use and waits for the coordinator to create the study
+(sweep.worker_process).
 """
 
 from __future__ import annotations

@@ -273,7 +273,9 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
     run.log_metrics(metrics, step=len(module.val_history), flush=True)
 
     t1 = time.perf_counter()
-    _log_reliability(run, cfg, module, dm, name, val_p)
+    verdict = (f"diverged at step {guard.diverged_at_step}" if diverged
+               else f"{outcome} · ECE {metrics['val/ece']:.3f}")
+    _log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}")
     _log_mechanism(run, cfg, module, dm, name, first_flow)
     # Final predictions, so reports (sweep grids, compare) can redraw without re-running.
     pred = {"val_y": dm.tensors["val"][1].numpy().astype(np.int8), "val_logit": val_logits.astype(np.float32),
@@ -325,25 +327,27 @@ def _temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits:
 
 
 def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
-                     final_p: np.ndarray) -> None:
+                     final_p: np.ndarray, verdict: str) -> None:
     """Per-epoch diagrams into the UI's image grid (key reliability/val), drawn after fit from
     the stored validation probabilities so plotting never slows training; the final one as
-    plots/reliability_val.png."""
+    plots/reliability_val.png, titled with `verdict` too (lr, outcome, ECE: a sweep's
+    reliability grid is these images side by side)."""
     y = dm.tensors["val"][1].numpy().astype(np.int64)
     every = cfg.tracking.reliability_every_n_epochs
     n = len(module.val_probs)
     for epoch in range(1, n + 1):
         if epoch % every and epoch != n:
             continue
-        fig = plots.reliability_diagram(y, module.val_probs[epoch - 1], title=f"{name} · epoch {epoch}")
         # the last epoch's model is the final one: its diagram is also plots/reliability_val.png
         final = epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True)
+        title = f"{name} · epoch {epoch}" + (f"\n{verdict}" if final else "")
+        fig = plots.reliability_diagram(y, module.val_probs[epoch - 1], title=title)
         run.log_image(fig, key="reliability/val", step=epoch, also_as="plots/reliability_val.png" if final else None)
         if final:
             final_p = None
         plots.close(fig)
     if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too
-        fig = plots.reliability_diagram(y, final_p, title=f"{name} · final (val)")
+        fig = plots.reliability_diagram(y, final_p, title=f"{name} · final (val)\n{verdict}")
         run.log_figure(fig, "plots/reliability_val.png")
         plots.close(fig)
 

@@ -9,6 +9,7 @@ logging call) is not needed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -210,6 +211,14 @@ def git_diff_hash(root: Path = PROJECT_ROOT) -> str | None:
 
 
 def provenance_tags() -> dict[str, str]:
+    """git commit/dirty/diff hash, the command and package versions, as run tags. Read once per
+    process (two or three git calls, ~10 ms: a sweep worker's trials would repeat them): the
+    code a process runs is the code it loaded."""
+    return dict(_provenance())
+
+
+@functools.cache
+def _provenance() -> dict[str, str]:
     commit, dirty = git_state()
     tags = {"git_commit": commit, "git_dirty": str(dirty).lower(), "command": shlex.join(sys.argv)[:5000]}
     if dirty and (diff := git_diff_hash()):

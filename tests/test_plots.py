@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import matplotlib.pyplot as plt
@@ -16,7 +17,7 @@ from dropout_risk.plots import (
     reliability_diagram,
     reliability_grid,
     reliability_pair,
-    tile_images,
+    save_tiled_png,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -99,23 +100,32 @@ def test_reliability_pair_and_log_counts() -> None:
     close(fig)
 
 
-def test_two_line_title_gets_room_and_images_tile_in_order() -> None:
+def test_two_line_title_gets_room_and_images_tile_in_order(tmp_path) -> None:
     y, p = _data(2_000)
     one = reliability_diagram(y, p, title="run · epoch 3")
     two = reliability_diagram(y, p, title="run · epoch 3\nlr 0.1 · converged · ECE 0.012")
     assert two.get_figheight() == pytest.approx(one.get_figheight() + 0.17)
     close(one)
     close(two)
-    a = np.zeros((4, 3, 3), np.uint8)
-    b = np.full((2, 3, 3), 7, np.uint8)  # smaller: padded with white
-    c = np.full((4, 3, 4), 9, np.uint8)  # RGBA: the alpha channel is dropped
-    grid = tile_images([a, b, c], ncols=2)
+    from PIL import Image
+
+    a = Image.fromarray(np.zeros((4, 3, 3), np.uint8))
+    b = Image.fromarray(np.full((2, 3, 3), 7, np.uint8))  # smaller: padded with white
+    c = Image.fromarray(np.full((4, 3, 4), 9, np.uint8))  # RGBA: the alpha channel is dropped
+    assert save_tiled_png([a, b, c], 2, tmp_path / "grid.png") == (6, 8)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))  # a PNG Pillow reads back exactly
     assert grid.shape == (8, 6, 3) and grid.dtype == np.uint8
     assert (grid[:4, :3] == 0).all() and (grid[:2, 3:] == 7).all() and (grid[2:4, 3:] == 255).all()
     assert (grid[4:, :3] == 9).all() and (grid[4:, 3:] == 255).all()  # the incomplete last row
-    assert tile_images([a], ncols=6).shape == (4, 3, 3)
+    y, p = _data(500)
+    fig = reliability_diagram(y, p, title="a real diagram")
+    real = Image.open(io.BytesIO(figure_to_png_bytes(fig)))
+    close(fig)
+    pixels = np.asarray(real.convert("RGB"))
+    assert save_tiled_png([real], 6, tmp_path / "one.png") == real.size
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one.png")), pixels)
     with pytest.raises(ValueError, match="at least one"):
-        tile_images([], ncols=2)
+        save_tiled_png([], 2, tmp_path / "none.png")
 
 
 def test_bad_input_raises() -> None:

@@ -585,7 +585,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
     plots.close(fig)
     diagrams = _scan_diagrams(run, scan)
     if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
-        run.log_png(plots.tile_images(diagrams, ncols=6), "plots/reliability_grid.png")
+        run.log_written("plots/reliability_grid.png", lambda path: plots.save_tiled_png(diagrams, 6, path))
     run.log_text(frame.to_csv(index=False), "sweep_summary.csv")
 
     completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
@@ -610,9 +610,9 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
                        best.number if best else None)
 
 
-def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list[np.ndarray]:
-    """Each scan trial's final reliability diagram as RGB pixels, in lr order: the trial's own
-    plots/reliability_val.png, which train() titles with the lr, the outcome and the ECE. A
+def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list:
+    """Each scan trial's final reliability diagram, opened lazily (PIL), in lr order: the trial's
+    own plots/reliability_val.png, which train() titles with the lr, the outcome and the ECE. A
     trial without one (it failed before drawing it) is left out."""
     import io
 
@@ -628,7 +628,7 @@ def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list[np.ndarray]:
             continue
         raw = artifact_bytes(found[run_id].info.artifact_uri, "plots/reliability_val.png", run.client.tracking_uri)
         if raw is not None:
-            diagrams.append(np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+            diagrams.append(Image.open(io.BytesIO(raw)))
     return diagrams
 
 

@@ -312,19 +312,19 @@ class Run:
         """RGB pixels (height x width x 3, uint8) as a PNG artifact."""
         from PIL import Image
 
-        self._log_written(artifact_file, lambda path: Image.fromarray(pixels).save(path, dpi=(dpi, dpi)))
+        self.log_written(artifact_file, lambda path: Image.fromarray(pixels).save(path, dpi=(dpi, dpi)))
 
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch
 
-        self._log_written(artifact_file, lambda path: torch.save(obj, path))
+        self.log_written(artifact_file, lambda path: torch.save(obj, path))
 
     def log_arrays(self, artifact_file: str, **arrays) -> None:
         import numpy as np
 
-        self._log_written(artifact_file, lambda path: np.savez_compressed(path, **arrays))
+        self.log_written(artifact_file, lambda path: np.savez_compressed(path, **arrays))
 
-    def _log_written(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
+    def log_written(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
         """`write(path)` a file in a temporary folder, logged as `artifact_file` (folder/name)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name

@@ -306,13 +306,9 @@ class Run:
         pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
         self.client.log_image(self.run_id, pixels, key=key, step=step)
         if also_as:
-            self.log_png(pixels, also_as, dpi=fig.dpi)
+            from PIL import Image
 
-    def log_png(self, pixels, artifact_file: str, dpi: float = 100) -> None:
-        """RGB pixels (height x width x 3, uint8) as a PNG artifact."""
-        from PIL import Image
-
-        self.log_written(artifact_file, lambda path: Image.fromarray(pixels).save(path, dpi=(dpi, dpi)))
+            self.log_written(also_as, lambda path: Image.fromarray(pixels).save(path, dpi=(fig.dpi, fig.dpi)))
 
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch

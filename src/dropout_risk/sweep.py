@@ -323,7 +323,7 @@ def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, pla
     wait on each other; dead workers are looked for every `check_s`."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    last_check = time.monotonic()
+    last_check = -math.inf  # look for dead workers at once on the first wait
     while True:
         trials = effective_trials(study)
         open_scan = [t for t in trials if t.user_attrs.get("phase") == "scan"

@@ -277,7 +277,7 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
                else f"{outcome} · ECE {metrics['val/ece']:.3f}")
     _log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}")
     _log_mechanism(run, cfg, module, dm, name, first_flow)
-    # Final predictions, so reports (sweep grids, compare) can redraw without re-running.
+    # Final predictions, so reports (compare's grid and curves) can redraw without re-running.
     pred = {"val_y": dm.tensors["val"][1].numpy().astype(np.int8), "val_logit": val_logits.astype(np.float32),
             "test_y": dm.tensors["test"][1].numpy().astype(np.int8), "test_logit": test_logits.astype(np.float32)}
     if dm.data.p_true is not None:

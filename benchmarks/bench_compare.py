@@ -30,7 +30,7 @@ def compose(overrides):
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
 
-    from dropout_risk.config import register_configs
+    from dropout_risk.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -39,8 +39,8 @@ def compose(overrides):
 
 def make_runs(uri: str, artifacts: str, n: int, epochs: int, students: int) -> str:
     """n tiny runs as trials of one sweep parent; returns the parent's run id."""
-    from dropout_risk.tracking import Run
-    from dropout_risk.train import train
+    from dropout_risk.tracking.run import Run
+    from dropout_risk.training.train import train
 
     base = [f"tracking.uri={uri}", f"tracking.artifact_location={artifacts}", "tracking.experiment=bench-compare",
             f"data.n_students={students}", f"trainer.max_epochs={epochs}", "data.batch_size=128",
@@ -91,7 +91,7 @@ def main() -> None:
         parent = make_runs(uri, artifacts, args.runs, args.epochs, args.students)
         parent_file.write_text(parent)
 
-    from dropout_risk.compare import compare
+    from dropout_risk.compare.run import compare
 
     timings = []
     for attempt in ("first call (opens the store)", "second call"):

@@ -49,7 +49,7 @@ def wait_for_study(storage_url: str, study: str) -> None:
     """A role=worker refuses a study that does not exist yet: start it once the coordinator made it."""
     import optuna
 
-    from dropout_risk.sweep import make_storage
+    from dropout_risk.sweep.storage import make_storage
 
     storage = make_storage(storage_url)
     while True:

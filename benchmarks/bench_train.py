@@ -28,7 +28,7 @@ def compose(overrides):
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
 
-    from dropout_risk.config import register_configs
+    from dropout_risk.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -41,7 +41,7 @@ def plain_loop(cfg, fused: bool | None = None) -> float:
     against it is Lightning's and our bookkeeping's overhead alone."""
     from dropout_risk.data.loaders import load_data
     from dropout_risk.data.module import StudentDataModule
-    from dropout_risk.model import MLP
+    from dropout_risk.model.mlp import MLP
 
     dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
     x, y = dm.tensors["train"]
@@ -68,7 +68,7 @@ def lightning_dataloader(cfg) -> float:
 
     from dropout_risk.data.loaders import load_data
     from dropout_risk.data.module import StudentDataModule
-    from dropout_risk.model import MLP
+    from dropout_risk.model.mlp import MLP
 
     dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
 
@@ -101,7 +101,7 @@ def main() -> None:
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    from dropout_risk.train import train
+    from dropout_risk.training.train import train
 
     tmp = tempfile.mkdtemp()
     cfg = compose([f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/a"])

@@ -13,8 +13,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import run_cli
-from dropout_risk.compare import normalize_argv, preflight, register_compare_config, run_compare
+from dropout_risk.cli.run import run_cli
+from dropout_risk.compare.request import normalize_argv, preflight, register_compare_config
+from dropout_risk.compare.run import run_compare
 
 register_compare_config()
 

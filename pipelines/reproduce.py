@@ -14,9 +14,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import preflight, run_cli
-from dropout_risk.config import register_configs
-from dropout_risk.reproduce import ReproduceError, check_request, normalize_argv
+from dropout_risk.cli.preflight import preflight
+from dropout_risk.cli.run import run_cli
+from dropout_risk.config.schema import register_configs
+from dropout_risk.errors import ReproduceError
+from dropout_risk.reproduce.request import check_request, normalize_argv
 
 register_configs()
 
@@ -30,7 +32,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
     def job() -> int:
-        from dropout_risk.reproduce import run_reproduce
+        from dropout_risk.reproduce.run import run_reproduce
 
         try:
             return run_reproduce(cfg, echo=lambda msg: print(msg, flush=True))

@@ -11,16 +11,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import (
-    freeze_imports,
-    hydra_overrides,
-    preflight,
-    print_pitfall_summary,
-    print_sweep_summary,
-    run_cli,
-)
-from dropout_risk.config import check_pipeline, register_configs
-from dropout_risk.sweep_workers import start_local_workers, stop_workers
+from dropout_risk.cli.preflight import preflight
+from dropout_risk.cli.printing import print_pitfall_summary, print_sweep_summary
+from dropout_risk.cli.run import freeze_imports, hydra_overrides, run_cli
+from dropout_risk.config.schema import register_configs
+from dropout_risk.config.validate import check_pipeline
+from dropout_risk.sweep.workers import start_local_workers, stop_workers
 
 register_configs()
 
@@ -36,7 +32,7 @@ def main(cfg: DictConfig) -> None:
         workers = list(_started) or start_local_workers(cfg)
         _started.clear()  # the next job of a multirun starts its own
         try:
-            from dropout_risk.sweep import run_sweep
+            from dropout_risk.sweep.run import run_sweep
         except BaseException:
             stop_workers(workers)
             raise
@@ -45,7 +41,7 @@ def main(cfg: DictConfig) -> None:
         if result is not None:
             print_sweep_summary(result, cfg)
             if cfg.pitfall.name:
-                from dropout_risk.pitfalls import run_sweep_pitfall
+                from dropout_risk.pitfalls.run import run_sweep_pitfall
 
                 print_pitfall_summary(run_sweep_pitfall(cfg, result), cfg)
 

@@ -8,15 +8,11 @@
 import hydra
 from omegaconf import DictConfig
 
-from dropout_risk.cli import (
-    freeze_imports,
-    hydra_overrides,
-    preflight,
-    print_pitfall_summary,
-    print_run_summary,
-    run_cli,
-)
-from dropout_risk.config import check_pipeline, register_configs
+from dropout_risk.cli.preflight import preflight
+from dropout_risk.cli.printing import print_pitfall_summary, print_run_summary
+from dropout_risk.cli.run import freeze_imports, hydra_overrides, run_cli
+from dropout_risk.config.schema import register_configs
+from dropout_risk.config.validate import check_pipeline
 
 register_configs()
 
@@ -24,8 +20,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     # imported after preflight: a bad override fails in ~1 s, not after the imports
-    from dropout_risk.pitfalls import run_train_pitfall
-    from dropout_risk.train import train
+    from dropout_risk.pitfalls.run import run_train_pitfall
+    from dropout_risk.training.train import train
 
     freeze_imports()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from dropout_risk.calibration import (
+from dropout_risk.analysis.calibration import (
     apply_temperature,
     fit_temperature,
     probs_to_logits,

@@ -13,15 +13,11 @@ from conftest import CONF, TINY, run_pipeline
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from dropout_risk.compare import (
-    CompareError,
-    compare,
-    compose_compare_config,
-    normalize_argv,
-    run_compare,
-)
-from dropout_risk.tracking import Run
-from dropout_risk.train import train
+from dropout_risk.compare.request import compose_compare_config, normalize_argv
+from dropout_risk.compare.run import compare, run_compare
+from dropout_risk.errors import CompareError
+from dropout_risk.tracking.run import Run
+from dropout_risk.training.train import train
 
 EXPERIMENT = "compare-test"
 FILES = ("reliability_grid.png", "loss_curves.png", "comparison.csv", "comparison.md")
@@ -228,7 +224,8 @@ def test_grid_drawn_in_parallel_matches_serial(tmp_path):
     """Ten panels: the rows are drawn in forked processes and stacked; same size as drawn at once."""
     from PIL import Image
 
-    from dropout_risk.compare import RunRecord, save_reliability_grid
+    from dropout_risk.compare.fetch import RunRecord
+    from dropout_risk.compare.grid import save_reliability_grid
 
     rng = np.random.default_rng(0)
     records = []
@@ -251,7 +248,8 @@ def test_grid_drawn_in_parallel_matches_serial(tmp_path):
 
 
 def test_differing_and_key_params_and_titles():
-    from dropout_risk.compare import RunRecord, differing_params, key_params, panel_title
+    from dropout_risk.compare.fetch import RunRecord
+    from dropout_risk.compare.table import differing_params, key_params, panel_title
 
     def rec(name, **params):
         return RunRecord(run_id=name, name=name, experiment_id="1", experiment="e", status="FINISHED",

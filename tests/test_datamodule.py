@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from dropout_risk.config import DataConfig
+from dropout_risk.config.schema import DataConfig
 from dropout_risk.data.cohort import generate_cohort
 from dropout_risk.data.module import InMemoryBatches, StudentDataModule
 

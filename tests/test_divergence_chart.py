@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from dropout_risk.divergence import observed_boundary
-from dropout_risk.plots import close, divergence_chart, figure_to_png_bytes
+from dropout_risk.analysis.boundary import observed_boundary
+from dropout_risk.plots.divergence import divergence_chart
+from dropout_risk.plots.png import close, figure_to_png_bytes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train_loss", "val_loss", "auroc", "ece",

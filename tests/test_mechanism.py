@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from dropout_risk import mechanism
-from dropout_risk.model import MLP, loss_function
-from dropout_risk.train import train
+from dropout_risk.analysis import mechanism
+from dropout_risk.model.losses import loss_function
+from dropout_risk.model.mlp import MLP
+from dropout_risk.training.train import train
 
 ACT_DERIVATIVE = {
     "relu": lambda z: (z > 0).to(z.dtype),

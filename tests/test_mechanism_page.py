@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import chromium_path
 
-from dropout_risk.mechanism_page import example_data, render_page
-from dropout_risk.train import train
+from dropout_risk.lab.page import example_data, render_page
+from dropout_risk.training.train import train
 
 CHROMIUM_FLAGS = (
     "--headless --no-sandbox --disable-gpu --disable-background-networking --no-first-run "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from dropout_risk.metrics import (
+from dropout_risk.analysis.metrics import (
     BINARY_METRIC_KEYS,
     TRUTH_METRIC_KEYS,
     bayes_metrics,

@@ -10,11 +10,11 @@ import pytest
 from conftest import run_pipeline
 from scipy.stats import spearmanr
 
-from dropout_risk.config import check_pipeline
+from dropout_risk.config.validate import check_pipeline
 from dropout_risk.errors import ConfigError
-from dropout_risk.pitfalls import counterpart_config, run_sweep_pitfall, run_train_pitfall
-from dropout_risk.sweep import run_sweep
-from dropout_risk.train import RunResult
+from dropout_risk.pitfalls.run import counterpart_config, run_sweep_pitfall, run_train_pitfall
+from dropout_risk.sweep.run import run_sweep
+from dropout_risk.training.train import RunResult
 
 
 def _pitfall(make_cfg, tmp_path, preset: str, *overrides: str):

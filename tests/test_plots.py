@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from dropout_risk.plots import (
+from dropout_risk.plots.png import close, figure_to_png_bytes, save_tiled_png
+from dropout_risk.plots.reliability import (
     DIVERGED_TEXT,
-    close,
-    figure_to_png_bytes,
     reliability_diagram,
     reliability_grid,
     reliability_pair,
-    save_tiled_png,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

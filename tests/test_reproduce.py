@@ -11,9 +11,11 @@ import yaml
 from conftest import CONF, TINY, run_pipeline
 from hydra import compose, initialize_config_dir
 
-from dropout_risk.reproduce import ReproduceError, load_config_text, reproduce, run_reproduce
-from dropout_risk.sweep import run_sweep
-from dropout_risk.train import train
+from dropout_risk.config.saved import load_config_text
+from dropout_risk.errors import ReproduceError
+from dropout_risk.reproduce.run import reproduce, run_reproduce
+from dropout_risk.sweep.run import run_sweep
+from dropout_risk.training.train import train
 
 
 def _compose(store, *overrides: str, config: str = "config"):

@@ -17,7 +17,10 @@ import pytest
 from conftest import PYTHON, ROOT
 from mlflow import MlflowClient
 
-from dropout_risk.sweep import SweepError, effective_trials, make_storage, run_sweep
+from dropout_risk.errors import SweepError
+from dropout_risk.sweep.run import run_sweep
+from dropout_risk.sweep.storage import make_storage
+from dropout_risk.sweep.study import effective_trials
 
 pytestmark = pytest.mark.service
 PG = "postgresql://postgres@127.0.0.1:5432"

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dropout_risk.divergence import gd_threshold, sharpness
-from dropout_risk.model import MLP, loss_function
+from dropout_risk.analysis.sharpness import gd_threshold, sharpness
+from dropout_risk.model.losses import loss_function
+from dropout_risk.model.mlp import MLP
 
 
 def _full_hessian_eigenvalues(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

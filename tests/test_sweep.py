@@ -15,7 +15,11 @@ import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT, TINY
 
-from dropout_risk.sweep import SweepError, effective_trials, lr_grid, make_storage, run_sweep
+from dropout_risk.errors import SweepError
+from dropout_risk.sweep.run import run_sweep
+from dropout_risk.sweep.space import lr_grid
+from dropout_risk.sweep.storage import make_storage
+from dropout_risk.sweep.study import effective_trials
 
 SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2",
          "data.n_students=800", "trainer.max_epochs=3", "tracking.reliability_every_n_epochs=1"]
@@ -195,7 +199,7 @@ def _running_mlflow_runs(tmp_path) -> int:
 def test_bad_sweep_input(make_cfg, client, tmp_path, overrides, needle):
     cfg = make_cfg(*SMALL, f"sweep.storage=journal://{tmp_path}/j.log", *overrides, config="sweep")
     t0 = time.time()
-    from dropout_risk.tracking import TrackingError
+    from dropout_risk.errors import TrackingError
 
     with pytest.raises((SweepError, TrackingError), match=needle) as info:
         run_sweep(cfg, log=lambda _: None)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from dropout_risk.config import ConfigError
-from dropout_risk.train import train
+from dropout_risk.errors import ConfigError
+from dropout_risk.training.train import train
 
 
 def test_train_logs_everything_to_mlflow(make_cfg, client):
@@ -121,7 +121,7 @@ def test_newer_schema_is_refused(make_cfg):
 
 
 def test_failure_after_start_ends_failed(make_cfg, client, monkeypatch):
-    import dropout_risk.train as mod
+    import dropout_risk.training.train as mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

@@ -21,8 +21,8 @@ from conftest import CONF, ROOT, TINY, chromium_path
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from dropout_risk.tracking import Run
-from dropout_risk.train import train
+from dropout_risk.tracking.run import Run
+from dropout_risk.training.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,7 @@ def test_compare_through_the_tracking_server(server, sweep_store, tmp_path):
     """compare() against the server's REST API (no SQL shortcut): same curves, files, a tagged run."""
     from mlflow import MlflowClient
 
-    from dropout_risk.compare import compare
+    from dropout_risk.compare.run import compare
 
     result = compare(sweep=sweep_store["parent"], tracking_uri=server, out_dir=tmp_path / "out")
     trials = sweep_store["trials"]

@@ -13,3 +13,11 @@ class SweepError(ConfigError):
 
 class TrackingError(ConfigError):
     """The tracking store cannot be used (unreachable server, credentials in a URL)."""
+
+
+class ReproduceError(ConfigError):
+    """Nothing can be (or may be) re-run. One line: what is wrong and how to fix it."""
+
+
+class CompareError(ConfigError):
+    """Nothing (or not what was asked) can be compared. One line: what is wrong and how to fix it."""

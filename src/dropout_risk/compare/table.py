@@ -1,0 +1,147 @@
+"""The comparison table: the params that differ and every final metric, as CSV and markdown."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dropout_risk.compare.fetch import RunRecord
+
+_FIRST_METRICS = ("loss", "log_loss", "auroc", "auprc", "brier", "ece", "ece_adaptive", "mce", "accuracy")
+
+
+def differing_params(records: Sequence[RunRecord]) -> list[str]:
+    """Param keys whose value is not the same in every run (absent counts as a value), except
+    those that only repeat the run name (tracking.run_name of sweep trials)."""
+    keys = sorted({k for r in records for k in r.params})
+    return [k for k in keys if len({r.params.get(k) for r in records}) > 1
+            and not all(r.params.get(k) == r.name for r in records)]
+
+
+def _metric_order(keys: Iterable[str]) -> list[str]:
+    def rank(key: str) -> tuple:
+        split, _, name = key.partition("/")
+        group = {"val": 0, "test": 1}.get(split, 3 if "/" in key else 2)  # val, test, temperature..., others
+        base = name.removesuffix("_calibrated")
+        first = _FIRST_METRICS.index(base) if base in _FIRST_METRICS else len(_FIRST_METRICS)
+        return (group, split if group == 3 else "", first, base, name.endswith("_calibrated"), key)
+
+    return sorted(set(keys), key=rank)
+
+
+def comparison_table(records: Sequence[RunRecord], differing: Sequence[str]) -> pd.DataFrame:
+    """One row per run: id, name, experiment, outcome, the params that differ, every final metric."""
+    metrics = _metric_order(k for r in records for k in r.metrics)
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {"run_id": r.run_id, "run_name": r.name, "experiment": r.experiment,
+                               "outcome": r.outcome}
+        row.update({k: r.params.get(k) for k in differing})
+        row.update({k: r.metrics.get(k) for k in metrics})
+        rows.append(row)
+    columns = ["run_id", "run_name", "experiment", "outcome", *differing, *metrics]
+    frame = pd.DataFrame(rows, columns=columns)
+    for k in metrics:
+        frame[k] = pd.to_numeric(frame[k], errors="coerce")
+    return frame
+
+
+def _rows(records: Sequence[RunRecord], frame: pd.DataFrame, digits: int | None) -> list[list[str]]:
+    """Cells as text: a metric a run lacks is empty, a metric it logged as NaN is `nan`."""
+    out = []
+    for rec, (_, row) in zip(records, frame.iterrows(), strict=True):
+        cells = []
+        for col in frame.columns:
+            value = row[col]
+            if col in rec.metrics:
+                v = float(rec.metrics[col])
+                cells.append(repr(v) if digits is None else (f"{v:.{digits}g}" if math.isfinite(v) else str(v)))
+            else:
+                cells.append("" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value))
+        out.append(cells)
+    return out
+
+
+def write_csv(path: Path, records: Sequence[RunRecord], frame: pd.DataFrame) -> None:
+    """Full precision (repr of the float MLflow returned), empty where a run lacks the metric."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(frame.columns)
+        writer.writerows(_rows(records, frame, digits=None))
+
+
+def markdown_table(records: Sequence[RunRecord], frame: pd.DataFrame, digits: int = 4) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    header = [esc(str(c)) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for cells in _rows(records, frame, digits=digits):
+        lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """optim.lr -> lr, optim._target_ -> optim, model.hidden -> hidden (full key where names clash)."""
+    def short(k: str) -> str:
+        parts = k.split(".")
+        return parts[-2] if parts[-1] == "_target_" and len(parts) > 1 else parts[-1]
+
+    names = [short(k) for k in keys]
+    return {k: (n if names.count(n) == 1 else k) for k, n in zip(keys, names, strict=True)}
+
+
+def _short_value(value: str | None) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+", text):  # torch.optim.SGD -> SGD
+        text = text.rsplit(".", 1)[-1]
+    try:
+        number = float(text)
+        if text.lower() not in ("nan", "inf", "-inf", "true", "false") and not text.isdigit():
+            text = f"{number:.3g}"
+    except ValueError:
+        pass
+    text = text.replace(", ", ",")
+    return text if len(text) <= 18 else text[:17] + "…"
+
+
+def _wrap(parts: Sequence[str], width: int, max_lines: int) -> list[str]:
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += "  " + part
+        else:
+            lines.append(part)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 1] + "…"
+    return lines
+
+
+def _fmt_metric(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def key_params(records: Sequence[RunRecord], differing: Sequence[str]) -> list[str]:
+    """The differing params worth a title: those with more than one value among the runs that
+    have them (not optimiser-specific keys that differ only by being absent, e.g. optim.betas)."""
+    return [k for k in differing if len({r.params[k] for r in records if k in r.params}) > 1]
+
+
+def panel_title(rec: RunRecord, keys: Sequence[str]) -> str:
+    """Run name; the key params (shortened) it has; ECE and AUROC."""
+    short = _short_keys(keys)
+    name = rec.name if len(rec.name) <= 44 else rec.name[:43] + "…"
+    params = [f"{short[k]}={_short_value(rec.params[k])}" for k in keys if k in rec.params]
+    lines = [name, *_wrap(params, 40, 2)]
+    lines.append(f"ECE {_fmt_metric(rec.metrics.get('val/ece'))} · AUROC {_fmt_metric(rec.metrics.get('val/auroc'))}"
+                 + (f" · {rec.outcome}" if rec.outcome and rec.outcome != "converged" else ""))
+    return "\n".join(lines)

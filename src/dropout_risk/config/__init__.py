@@ -1,0 +1,1 @@
+"""Configuration: the schema, the checks after composition, the `_target_` allow-list, saved configs, error lines."""

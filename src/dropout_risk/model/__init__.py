@@ -1,0 +1,1 @@
+"""The MLP, its losses, its optimiser factory and the LightningModule that trains it."""

@@ -1,0 +1,1 @@
+"""The pitfall presets: a classic mistake run beside its healthy counterpart, compared and explained."""

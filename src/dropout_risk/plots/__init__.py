@@ -1,0 +1,1 @@
+"""Figures: reliability diagrams, the divergence chart, the backprop flow, PNG output."""

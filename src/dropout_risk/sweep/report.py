@@ -1,0 +1,129 @@
+"""The sweep's report on its parent run: summary table, sharpness, divergence chart, reliability grid."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import optuna
+import pandas as pd
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from dropout_risk.sweep.study import effective_trials
+from dropout_risk.tracking.run import Run
+
+SUMMARY_COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train_loss", "val_loss",
+                   "auroc", "ece", "brier", "duration_s", "run_id"]
+
+
+@dataclass
+class SweepResult:
+    study: str
+    parent_run_id: str
+    experiment_id: str
+    summary: pd.DataFrame
+    sharpness: float | None
+    gd_threshold: float | None
+    boundary: tuple[float | None, float | None]
+    best_trial: int | None
+
+
+def summary_frame(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for t in effective_trials(study):
+        ua = t.user_attrs
+        outcome = ua.get("outcome") or {TrialState.PRUNED: "pruned", TrialState.COMPLETE: "converged"}.get(
+            t.state, "failed" if t.state == TrialState.FAIL else t.state.name.lower())
+        rows.append({"trial": t.number, "phase": ua.get("phase", "scan"),
+                     "lr": t.params.get("lr", ua.get("lr_planned")), "outcome": outcome,
+                     "diverged_at_step": ua.get("diverged_at_step"), "train_loss": ua.get("train_loss"),
+                     "val_loss": ua.get("val_loss"), "auroc": ua.get("auroc"), "ece": ua.get("ece"),
+                     "brier": ua.get("brier"), "duration_s": ua.get("duration_s"), "run_id": ua.get("run_id")})
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for col in ("lr", "diverged_at_step", "train_loss", "val_loss", "auroc", "ece", "brier", "duration_s"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def sharpness_at_init(cfg: DictConfig) -> float:
+    """λ_max of the training-loss Hessian at the initial weights every trial starts from."""
+    import torch
+
+    from dropout_risk.analysis.sharpness import sharpness
+    from dropout_risk.data.loaders import load_data
+    from dropout_risk.data.module import StudentDataModule
+    from dropout_risk.model.losses import loss_function
+    from dropout_risk.model.mlp import MLP
+
+    dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initialisation train() uses
+    net = MLP(dm.n_features, list(cfg.model.hidden), cfg.model.activation)
+    x, y = dm.tensors["train"]
+    return sharpness(net, loss_function(cfg.loss.name), x, y, iters=cfg.sweep.sharpness_iters, seed=cfg.seed)
+
+
+def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
+    """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run."""
+    from dropout_risk.analysis.boundary import observed_boundary
+    from dropout_risk.analysis.sharpness import gd_threshold
+    from dropout_risk.plots.divergence import divergence_chart
+    from dropout_risk.plots.png import close, save_tiled_png
+
+    frame = summary_frame(study)
+    lam = study.user_attrs.get("sharpness_init")
+    threshold = gd_threshold(lam) if lam is not None else None
+    scan = frame[frame.phase == "scan"]
+    boundary = observed_boundary(frame)
+    optim = str(cfg.optim._target_).rsplit(".", 1)[-1]
+
+    fig = divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
+    run.log_image(fig, key="divergence", step=0, also_as="plots/divergence.png")
+    close(fig)
+    diagrams = _scan_diagrams(run, scan)
+    if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
+        run.log_written("plots/reliability_grid.png", lambda path: save_tiled_png(diagrams, 6, path))
+    run.log_text(frame.to_csv(index=False), "sweep_summary.csv")
+
+    completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
+    best = min(completed, key=lambda t: t.value) if completed else None
+    metrics = {"n_trials": len(frame), **{f"n_{o}": int((frame.outcome == o).sum())
+                                          for o in ("converged", "diverged", "pruned", "failed")}}
+    if lam is not None:
+        metrics.update(sharpness_init=lam, gd_threshold=threshold)
+    if boundary[0] is not None:
+        metrics["boundary/largest_converged_lr"] = boundary[0]
+    if boundary[1] is not None:
+        metrics["boundary/smallest_diverged_lr"] = boundary[1]
+        if threshold and math.isfinite(threshold):
+            metrics["boundary/diverged_lr_over_gd_threshold"] = boundary[1] / threshold
+    if best is not None:
+        metrics.update(best_val_log_loss=best.value, best_lr=best.params["lr"])
+        run.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs.get("run_id", "")})
+        if best.user_attrs.get("run_id"):
+            run.client.set_tag(best.user_attrs["run_id"], "best", "true")
+    run.log_metrics(metrics, flush=True)
+    return SweepResult(study.study_name, run.run_id, run.experiment_id, frame, lam, threshold, boundary,
+                       best.number if best else None)
+
+
+def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list:
+    """Each scan trial's final reliability diagram, opened lazily (PIL), in lr order: the trial's
+    own plots/reliability_val.png, which train() titles with the lr, the outcome and the ECE. A
+    trial without one (it failed before drawing it) is left out."""
+    import io
+
+    from PIL import Image
+
+    from dropout_risk.tracking.query import artifact_bytes, runs_by_ids
+
+    ids = [r for r in scan.sort_values("lr").run_id if isinstance(r, str)]
+    found = runs_by_ids(run.client, [run.experiment_id], ids)
+    diagrams = []
+    for run_id in ids:
+        if run_id not in found:
+            continue
+        raw = artifact_bytes(found[run_id].info.artifact_uri, "plots/reliability_val.png", run.client.tracking_uri)
+        if raw is not None:
+            diagrams.append(Image.open(io.BytesIO(raw)))
+    return diagrams

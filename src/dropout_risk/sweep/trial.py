@@ -1,0 +1,186 @@
+"""One trial: train it, record its outcome in Optuna; the loop that takes trials until none waits."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import socket
+import time
+
+import numpy as np
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from dropout_risk.sweep.space import lr_range, search_space
+from dropout_risk.sweep.study import claim_trial, effective_trials, recover_dead_trials
+
+_COORDINATOR = False  # set in the process that created/resumed the study (role=auto)
+
+
+def act_as_coordinator(flag: bool) -> None:
+    """Whether this process re-enqueues the trials of dead local workers while it waits."""
+    global _COORDINATOR
+    _COORDINATOR = flag
+
+
+def stable_range(trials: list[optuna.trial.FrozenTrial]) -> tuple[float, float] | None:
+    """The learning rates the scan saw learn (converged, validation log loss below that of
+    predicting the base rate) below the smallest that diverged; if none learned, the converged ones."""
+    scan = [t for t in trials if t.user_attrs.get("phase") == "scan" and "lr" in t.params]
+    diverged = [t.params["lr"] for t in scan if t.user_attrs.get("outcome") == "diverged"]
+    limit = min(diverged) if diverged else math.inf
+    converged = [t for t in scan if t.user_attrs.get("outcome") == "converged" and t.params["lr"] < limit]
+    learned = [t for t in converged if (t.user_attrs.get("val_loss") or math.inf) < t.user_attrs.get("val_loss_prior", 0)]
+    ok = sorted(t.params["lr"] for t in (learned or converged))
+    if not ok:
+        return None
+    return (ok[0], ok[-1]) if ok[0] < ok[-1] else (ok[0] / 2, ok[0])
+
+
+def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, planned: int, log,
+                   poll_s: float = 0.1, check_s: float = 2.0) -> list[optuna.trial.FrozenTrial]:
+    """Block a refine trial until the scan is complete (read every `poll_s`). Meanwhile run any
+    scan trial that is waiting (a retry of one whose worker died), so that workers never all
+    wait on each other; dead workers are looked for every `check_s`."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    last_check = -math.inf  # look for dead workers at once on the first wait
+    while True:
+        trials = effective_trials(study)
+        open_scan = [t for t in trials if t.user_attrs.get("phase") == "scan"
+                     and t.state in (TrialState.WAITING, TrialState.RUNNING)]
+        if not open_scan:
+            return trials
+        other = claim_trial(study, phase="scan")
+        if other is not None:
+            run_trial(cfg, study, other, parent_run_id, planned, log)
+            continue
+        if time.monotonic() - last_check >= check_s:
+            if is_heartbeat_enabled(study._storage):
+                optuna.storages.fail_stale_trials(study)
+            if _COORDINATOR:  # one process re-enqueues dead local trials, so no retry is doubled
+                recover_dead_trials(study, cfg.tracking.uri, None)
+            last_check = time.monotonic()
+        time.sleep(poll_s)
+
+
+def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_run_id: str,
+              planned: int, log=print) -> None:
+    """Train one trial and tell the study. Never raises for a failed trial (Ctrl-C does)."""
+    from dropout_risk.sweep.pruning import PruneOnValLoss
+    from dropout_risk.training.train import train
+
+    s = cfg.sweep
+    phase = trial.user_attrs.get("phase", "scan")
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    tcfg = copy.deepcopy(cfg)
+    OmegaConf.set_struct(tcfg, False)
+    if phase == "refine":
+        rng = stable_range(_wait_for_scan(cfg, study, parent_run_id, planned, log))
+        if rng is None:
+            trial.set_user_attr("outcome", "failed")
+            trial.set_user_attr("error", "the scan found no stable learning rate to refine in")
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"[trial {trial.number + 1}/{planned} refine] skipped: no stable learning rate in the scan")
+            return
+        lr = trial.suggest_float("lr", rng[0], rng[1], log=True)
+        for key, (low, high) in search_space(cfg).items():
+            value = trial.suggest_float(key, low, high, log=True)
+            OmegaConf.update(tcfg, key, round(value) if isinstance(OmegaConf.select(cfg, key), int) else value)
+    else:
+        lo, hi = lr_range(cfg)
+        lr = trial.suggest_float("lr", lo, hi, log=True)
+    tcfg.optim.lr = lr
+    tcfg.tracking.run_name = f"{phase}-{trial.number:03d}-lr{lr:.3g}"
+    trial_overrides = [*study.user_attrs.get("overrides", []), f"optim.lr={lr}",
+                       *(f"{k}={OmegaConf.select(tcfg, k)}" for k in search_space(cfg))]
+    OmegaConf.set_struct(tcfg, True)
+    callbacks = [PruneOnValLoss(trial)] if phase == "refine" and s.pruner.name != "none" else []
+    tags = {"sweep_id": parent_run_id, "trial": str(trial.number), "phase": phase, "study": study.study_name}
+    t0 = time.perf_counter()
+    try:
+        result = train(tcfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks, overrides=trial_overrides)
+    except KeyboardInterrupt:
+        trial.set_user_attr("outcome", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed trial never stops the sweep
+        trial.set_user_attr("outcome", "failed")
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        study.tell(trial, state=TrialState.FAIL)
+        log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g} failed: {type(exc).__name__}: {exc}")
+        return
+    m = result.metrics
+    attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(time.perf_counter() - t0, 3),
+             "diverged_at_step": result.diverged_at_step,
+             "train_loss": _finite_or_none(m.get("train/loss_epoch", _last_finite(result.train_loss))),
+             "val_loss": _finite_or_none(m.get("val/log_loss")), "auroc": _finite_or_none(m.get("val/auroc")),
+             "ece": _finite_or_none(m.get("val/ece")), "brier": _finite_or_none(m.get("val/brier")),
+             "val_loss_prior": _finite_or_none(m.get("val/log_loss_prior"))}
+    if result.train_loss:
+        epochs = max(1, len(result.val_history))
+        per_epoch = max(1, len(result.train_loss) // epochs)
+        attrs["train_loss"] = _finite_or_none(float(np.mean(result.train_loss[-per_epoch:])))
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    if result.outcome == "converged" and attrs["val_loss"] is not None:
+        study.tell(trial, attrs["val_loss"])
+    elif result.outcome == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+    detail = (f"diverged at step {result.diverged_at_step}" if result.outcome == "diverged"
+              else f"{result.outcome}  val log loss {_fmt(attrs['val_loss'])}  AUROC {_fmt(attrs['auroc'])}  "
+                   f"ECE {_fmt(attrs['ece'])}")
+    log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g}  {detail}  ({attrs['duration_s']:.1f} s)")
+
+
+def _finite_or_none(v) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def _last_finite(values: list[float]) -> float | None:
+    return next((v for v in reversed(values) if math.isfinite(v)), None)
+
+
+def _fmt(v) -> str:
+    return "nan" if v is None else f"{v:.4f}"
+
+
+def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) -> int:
+    """Take trials until none is waiting. Returns how many this worker ran."""
+    planned = int(study.user_attrs.get("planned", 0))
+    heartbeat = _heartbeat_support(study)
+    n = 0
+    while True:
+        trial = claim_trial(study)
+        if trial is None:
+            return n
+        with heartbeat(trial):
+            run_trial(cfg, study, trial, parent_run_id, planned, log)
+        n += 1
+
+
+def _heartbeat_support(study: optuna.Study):
+    """Optuna's heartbeat thread for RDB storages (so a dead worker's trial is failed and
+    retried by the others); a no-op elsewhere."""
+    from contextlib import contextmanager, nullcontext
+
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(study._storage):
+        return lambda trial: nullcontext()
+
+    @contextmanager
+    def beat(trial):
+        thread = get_heartbeat_thread(trial._trial_id, study._storage)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join()
+
+    return beat

@@ -1,0 +1,1 @@
+"""Everything MLflow: the store, runs, provenance, bulk reads, and the names both sides rely on."""

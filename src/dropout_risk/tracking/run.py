@@ -1,0 +1,152 @@
+"""Everything MLflow: store URIs, experiments, the run lifecycle, params, batched metrics,
+figures, the config artifact and provenance tags.
+
+We talk to MLflow through `MlflowClient` with an explicit tracking URI (no global active run),
+so several runs (a sweep's parent and its trials) can be open in one process, and Lightning's
+`MLFlowLogger` (which defaults to the refused `./mlruns` file store and sends one request per
+logging call) is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+from dropout_risk.tracking.store import get_experiment_id, resolve_uri
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+_BATCH = 1000  # MLflow accepts at most 1000 metrics (100 params) per log_batch request
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """{'optim': {'lr': 0.1}} -> {'optim.lr': '0.1'} (lists kept as one value)."""
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return out
+
+
+class Run:
+    """One MLflow run, written through MlflowClient. Metrics are buffered and sent with
+    `log_batch` (one synchronous `log_metric` costs ~3 ms; 1,000 metrics in a batch ~60 ms)."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self._metrics: list[Metric] = []
+        self.ended = False
+
+    @classmethod
+    def start(
+        cls,
+        uri: str,
+        experiment: str,
+        artifact_location: str | None,
+        run_name: str,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> Run:
+        client = MlflowClient(tracking_uri=resolve_uri(uri))
+        exp_id = get_experiment_id(client, experiment, artifact_location)
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
+        return cls(client, run.info.run_id)
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, flush: bool = False) -> None:
+        ts = int(time.time() * 1000)
+        self._metrics.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+        if flush:
+            self.flush()
+
+    def log_metric_series(self, key: str, values: Iterable[float], first_step: int = 1, flush: bool = True) -> None:
+        ts = int(time.time() * 1000)
+        self._metrics.extend(Metric(key, float(v), ts, first_step + i) for i, v in enumerate(values))
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._metrics:
+            chunk, self._metrics = self._metrics[:_BATCH], self._metrics[_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_file(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figure(self, fig, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, fig, artifact_file)
+
+    def log_image(self, fig, key: str, step: int, also_as: str | None = None) -> None:
+        """A figure into the UI's image grid (compare runs by `key`, scrub through `step`).
+        The Agg pixel buffer goes straight to MLflow (no PNG encode/decode round trip: ~2x faster).
+        `also_as`: the same pixels saved as that PNG artifact too (one render instead of two)."""
+        import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        self.client.log_image(self.run_id, pixels, key=key, step=step)
+        if also_as:
+            from PIL import Image
+
+            self.log_written(also_as, lambda path: Image.fromarray(pixels).save(path, dpi=(fig.dpi, fig.dpi)))
+
+    def log_torch(self, obj: Any, artifact_file: str) -> None:
+        import torch
+
+        self.log_written(artifact_file, lambda path: torch.save(obj, path))
+
+    def log_arrays(self, artifact_file: str, **arrays) -> None:
+        import numpy as np
+
+        self.log_written(artifact_file, lambda path: np.savez_compressed(path, **arrays))
+
+    def log_written(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
+        """`write(path)` a file in a temporary folder, logged as `artifact_file` (folder/name)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            write(path)
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and close. Safe to call twice; never leaves the run RUNNING."""
+        if self.ended:
+            return
+        try:
+            self.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+            self.ended = True

@@ -1,0 +1,94 @@
+"""The tracking store: URIs, the client, experiments, reachability, the UI command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from dropout_risk.errors import TrackingError
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a relative `sqlite:///path` absolute (against the working directory), creating
+    its folder, so that the store does not move when a process changes directory."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(uri[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return uri
+
+
+def resolve_artifact_location(location: str | None) -> str | None:
+    if not location or "://" in location or location.startswith("mlflow-artifacts:"):
+        return location
+    path = Path(location).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail within seconds, with one line, when a tracking server is unreachable or refuses us
+    (MLflow's own client would retry for minutes). Credentials come only from the environment
+    (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        raise TrackingError("tracking.uri contains credentials: set MLFLOW_TRACKING_USERNAME and "
+                            "MLFLOW_TRACKING_PASSWORD in the environment instead")
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise TrackingError(f"tracking server {uri} refused the credentials (HTTP {exc.code}): check "
+                                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD") from None
+        raise TrackingError(f"tracking server {uri} answered HTTP {exc.code}: is it an MLflow server?") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"tracking server {uri} is unreachable ({reason}): start it (make tracking-server) "
+                            "or pass tracking.uri=http://HOST:PORT") from None
+
+
+def ui_command(uri: str, port: int = 5000) -> str:
+    """The one command that opens the MLflow UI on this store, bound to loopback."""
+    uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser (a tracking server is already serving the UI)"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+
+
+def runs_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    # The UI opens in its GenAI view; this query parameter selects the training-runs view.
+    return f"{host}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def get_experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(
+            name,
+            artifact_location=resolve_artifact_location(artifact_location),
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
+    except Exception:  # another process created it between our get and create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id

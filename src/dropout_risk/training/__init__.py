@@ -1,0 +1,1 @@
+"""train(cfg): one run from config to tracked result, with its callbacks, evaluation and artifacts."""

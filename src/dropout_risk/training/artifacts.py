@@ -1,0 +1,85 @@
+"""The figures and pages a run logs after fit: reliability diagrams, the backprop flow, the lab page."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from dropout_risk.analysis import mechanism
+from dropout_risk.data.module import StudentDataModule
+from dropout_risk.errors import ConfigError
+from dropout_risk.lab.page import render_page
+from dropout_risk.model.module import DropoutRiskModule
+from dropout_risk.plots.flow import backprop_flow
+from dropout_risk.plots.png import close
+from dropout_risk.plots.reliability import reliability_diagram
+from dropout_risk.tracking.run import Run
+
+
+def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
+                     final_p: np.ndarray, verdict: str) -> None:
+    """Per-epoch diagrams into the UI's image grid (key reliability/val), drawn after fit from
+    the stored validation probabilities so plotting never slows training; the final one as
+    plots/reliability_val.png, titled with `verdict` too (lr, outcome, ECE: a sweep's
+    reliability grid is these images side by side)."""
+    y = dm.tensors["val"][1].numpy().astype(np.int64)
+    every = cfg.tracking.reliability_every_n_epochs
+    n = len(module.val_probs)
+    for epoch in range(1, n + 1):
+        if epoch % every and epoch != n:
+            continue
+        # the last epoch's model is the final one: its diagram is also plots/reliability_val.png
+        final = epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True)
+        title = f"{name} · epoch {epoch}" + (f"\n{verdict}" if final else "")
+        fig = reliability_diagram(y, module.val_probs[epoch - 1], title=title)
+        run.log_image(fig, key="reliability/val", step=epoch, also_as="plots/reliability_val.png" if final else None)
+        if final:
+            final_p = None
+        close(fig)
+    if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too
+        fig = reliability_diagram(y, final_p, title=f"{name} · final (val)\n{verdict}")
+        run.log_figure(fig, "plots/reliability_val.png")
+        close(fig)
+
+
+def page_student(cfg, dm: StudentDataModule) -> int:
+    """The validation row the lab page follows (ConfigError when out of range)."""
+    y = dm.tensors["val"][1]
+    student = cfg.mechanism.student
+    if student is None:
+        positives = torch.nonzero(y == 1).flatten()
+        return int(positives[0]) if len(positives) else 0
+    if not 0 <= student < len(y):
+        raise ConfigError(f"mechanism.student={student} is outside the validation split (0..{len(y) - 1}): "
+                          "pass a row number in that range or mechanism.student=null")
+    return student
+
+
+def _log_mechanism(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
+                   first_flow: dict[str, np.ndarray] | None) -> None:
+    """plots/backprop_flow.png (training set, before the first step and after the last) and the
+    mechanism lab page for one validation student (mechanism/index.html)."""
+    x_train, y_train = dm.tensors["train"]
+    if first_flow is not None:
+        last_flow = mechanism.flow_profile(mechanism.trace(module.net, module.loss_fn, x_train, y_train))
+        fig = backprop_flow(first_flow, last_flow, mechanism.layer_names(len(module.net.hidden)),
+                                  ("before step 1", f"after step {module.steps_taken} (end)"),
+                                  f"{name} · backprop flow on the training set")
+        run.log_figure(fig, "plots/backprop_flow.png")
+        close(fig)
+    if not cfg.mechanism.page:
+        return
+    x, y = dm.tensors["val"]
+    student = page_student(cfg, dm)
+    raw = dm.data.features.iloc[dm.splits["val"][student]][dm.feature_names].to_numpy(dtype=np.float64)
+    data = mechanism.page_data(
+        module.net, module.loss_fn, cfg.loss.name, x, y, raw, dm.feature_names,
+        student, float(cfg.optim.lr), str(cfg.optim._target_).rsplit(".", 1)[-1], cfg.model.activation, name,
+        run.run_id)
+    numbers = [data["loss"], *data["grad_norms"], *data["weight_norms"]]
+    if all(math.isfinite(v) for v in numbers):
+        run.log_text(render_page(data), "mechanism/index.html")
+    else:  # a diverged network has no meaningful forward pass to show
+        run.set_tags({"mechanism_page": "not drawn: the trained network's numbers are not finite"})

@@ -1,0 +1,39 @@
+"""The divergence guard: stop training at the step whose loss is non-finite or too large."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop when the loss is non-finite or exceeds `factor` x the first step's loss.
+
+    After fit: `diverged` (bool), `diverged_at_step` (global step, 1-based, of the bad loss)
+    and `reason`.
+    """
+
+    def __init__(self, factor: float = 10.0) -> None:
+        self.factor = factor
+        self.first_loss: float | None = None
+        self.diverged = False
+        self.diverged_at_step: int | None = None
+        self.reason = ""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss) if isinstance(loss, torch.Tensor) else float(loss)
+        step = trainer.global_step if trainer.global_step > 0 else batch_idx + 1
+        if self.first_loss is None and math.isfinite(value):
+            self.first_loss = value
+        if not math.isfinite(value):
+            self.reason = f"loss became {value} at step {step}"
+        elif self.first_loss is not None and value > self.factor * max(self.first_loss, 1e-12):
+            self.reason = f"loss {value:.4g} > {self.factor:g} x first loss {self.first_loss:.4g} at step {step}"
+        else:
+            return
+        self.diverged = True
+        self.diverged_at_step = step
+        trainer.should_stop = True

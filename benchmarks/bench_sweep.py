@@ -44,7 +44,7 @@ import sys, time, numpy as np, torch, lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader, TensorDataset
 from dropout_risk.data.cohort import generate_cohort
-from dropout_risk.model import MLP
+from dropout_risk.model.mlp import MLP
 t0 = time.perf_counter()
 data = generate_cohort(20000, 0)
 X = data.features.to_numpy(np.float32); X = (X - X.mean(0)) / X.std(0)

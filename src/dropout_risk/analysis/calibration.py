@@ -1,6 +1,6 @@
 """Reliability bins (the one binning used by every calibration metric and plot) and temperature scaling.
 
-Conventions (see DESIGN.md, "Calibration conventions"): positive-class reliability, 15 equal-width bins
+Conventions: positive-class reliability, 15 equal-width bins
 on [0, 1] by default, plus an equal-mass ("quantile") variant. Temperature scaling is fitted on the
 validation split only.
 """

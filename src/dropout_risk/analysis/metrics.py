@@ -2,8 +2,8 @@
 
 All functions take 0/1 labels ``y`` and positive-class probabilities ``p`` and return python floats.
 The keys of ``binary_metrics`` / ``truth_metrics`` are the metric names logged as ``val/<key>`` and
-``test/<key>`` (DESIGN.md, "Names"). Calibration errors use the binning of
-``dropout_risk.calibration.bin_statistics`` (one binning for metrics and reliability diagrams).
+``test/<key>``. Calibration errors use the binning of
+``dropout_risk.analysis.calibration.bin_statistics`` (one binning for metrics and reliability diagrams).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def mce(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> float:
 
 # Log loss, Brier and accuracy are one line of numpy each; sklearn's versions spend ~13 ms per
 # call on input validation, which is 40% of the per-epoch metric time in training (measured,
-# 3,000 rows). tests/test_metrics.py checks these against sklearn.
+# 3,000 rows). tests/analysis/test_metrics.py checks these against sklearn.
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     q = np.clip(p, _EPS, 1.0 - _EPS)
     return float(-np.mean(np.where(y == 1, np.log(q), np.log1p(-q))))

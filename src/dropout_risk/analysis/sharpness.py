@@ -1,11 +1,6 @@
-"""Divergence as an outcome: the guard that stops training at the step it blows up.
-
-Lightning trains on through NaN losses, and `EarlyStopping(check_finite=True)` only looks at
-epoch end, so this callback checks every step's loss.
-
-Also here: the theory drawn on the divergence chart (`sharpness`, the top Hessian eigenvalue of the
-training loss, and `gd_threshold` = 2/lambda_max) and `observed_boundary`, the learning rates
-between which a scan went from converging to diverging.
+"""The theory drawn on the divergence chart: `sharpness`, the top eigenvalue lambda_max of the
+training-loss Hessian (Hessian-vector products + power iteration), and `gd_threshold` =
+2/lambda_max, the classical stability threshold of plain gradient descent on a quadratic.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-from dropout_risk.config.explain import _explain
+from dropout_risk.config.explain import explain_error
 from dropout_risk.config.paths import CONF_DIR
 from dropout_risk.errors import ConfigError
 
@@ -31,7 +31,7 @@ def preflight(config_name: str = "config", argv: list[str] | None = None,
         try:
             cfg = compose(config_name, overrides=args)
         except Exception as exc:  # noqa: BLE001 - any composition error becomes one line
-            print(f"error: {_explain(exc, args)}", file=sys.stderr)
+            print(f"error: {explain_error(exc, args)}", file=sys.stderr)
             sys.exit(2)
     if "seed" in cfg and "optim" in cfg:  # a training config: value checks too
         try:

@@ -1,5 +1,5 @@
-"""What the pipelines share: the Hydra overrides of this invocation, one-line errors, and
-the printed summary."""
+"""What every pipeline wraps its job in: one-line user errors with exit 2, Ctrl-C, the Hydra
+overrides of this invocation."""
 
 from __future__ import annotations
 

@@ -8,10 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PREDICTIONS = "predictions/predictions.npz"
-
-
-CURVES = ("train/loss", "val/loss")
+from dropout_risk.tracking.names import LOSS_CURVES, PREDICTIONS_ARTIFACT, TAG_OUTCOME
 
 
 @dataclass
@@ -33,7 +30,7 @@ class RunRecord:
 
     @property
     def outcome(self) -> str:
-        return self.tags.get("outcome", "")
+        return self.tags.get(TAG_OUTCOME, "")
 
     @property
     def has_reliability(self) -> bool:
@@ -95,7 +92,7 @@ def _load_predictions(artifact_uri: str, tracking_uri: str) -> tuple[np.ndarray,
     from dropout_risk.tracking.query import artifact_bytes
 
     try:
-        raw = artifact_bytes(artifact_uri, PREDICTIONS, tracking_uri)
+        raw = artifact_bytes(artifact_uri, PREDICTIONS_ARTIFACT, tracking_uri)
         if raw is None:
             return None
         with np.load(io.BytesIO(raw)) as data:
@@ -122,7 +119,7 @@ def fetch(client, mlflow_runs: list, experiments: dict[str, str], workers: int =
         for r in mlflow_runs
     ]
     ids = [r.run_id for r in records]
-    for key in CURVES:
+    for key in LOSS_CURVES:
         hist = _histories(client, ids, key, workers)
         for rec in records:
             if hist[rec.run_id]:

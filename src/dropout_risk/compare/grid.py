@@ -67,13 +67,6 @@ def _grid_figure(panels: Sequence[GridPanel], ncols: int, first: int = 0, total:
     return fig
 
 
-def reliability_grid_figure(records: Sequence[RunRecord], differing: Sequence[str], ncols: int = 4):
-    """Final validation reliability diagrams of the runs that have predictions, side by side
-    (titles: run name, the params that differ, ECE, AUROC)."""
-    panels = grid_panels(records, differing)
-    return _grid_figure(panels, min(ncols, len(panels)))
-
-
 def _grid_rows_png(panels: Sequence[GridPanel], ncols: int, first: int, total: int, title_lines: int) -> bytes:
     from dropout_risk.plots.png import close, figure_to_png_bytes
 
@@ -86,7 +79,8 @@ def _grid_rows_png(panels: Sequence[GridPanel], ncols: int, first: int, total: i
 
 def save_reliability_grid(records: Sequence[RunRecord], differing: Sequence[str], path: Path, ncols: int = 4,
                           workers: int | None = None, while_drawing: Callable[[], None] | None = None) -> None:
-    """reliability_grid_figure saved as PNG (save_grid_panels)."""
+    """The final validation reliability diagrams of the runs that have predictions, side by side
+    (titles: run name, the params that differ, ECE, AUROC), saved as PNG (save_grid_panels)."""
     save_grid_panels(grid_panels(records, differing), path, ncols, workers, while_drawing)
 
 

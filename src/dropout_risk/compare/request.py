@@ -49,13 +49,13 @@ def compose_compare_config(overrides: Sequence[str] = ()):
 
 
 def preflight(argv: Sequence[str] | None = None) -> None:
-    """cli.preflight for the compare config: compose once before Hydra does, so that a bad
+    """cli.preflight.preflight for the compare config: compose once before Hydra does, so that a bad
     override ends in one line (`error: ...`, exit 2). Flags (--cfg, --help, ...) are left to Hydra."""
     import sys
 
     from hydra.errors import OverrideParseException
 
-    from dropout_risk.config.explain import _explain
+    from dropout_risk.config.explain import explain_error
 
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith("-") for a in args):
@@ -68,7 +68,7 @@ def preflight(argv: Sequence[str] | None = None) -> None:
             msg = (f"cannot parse the override {bad!r}: write key=value, lists as runs=[id1,id2], and quote "
                    "values with special characters, e.g. 'out_dir=\"my dir\"'")
         else:
-            msg = _explain(exc, args)
+            msg = explain_error(exc, args)
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
 

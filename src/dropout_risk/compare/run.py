@@ -1,4 +1,4 @@
-"""Compare tracked runs side by side: reliability diagrams, loss curves and a table of the
+"""compare(): tracked runs side by side: reliability diagrams, loss curves and a table of the
 params that differ plus every final metric, saved to a folder and logged as one MLflow run.
 
     compare(runs=[id1, id2, id3], tracking_uri=..., out_dir=...)  # explicit run ids
@@ -23,11 +23,12 @@ from typing import Any
 import pandas as pd
 
 from dropout_risk.compare.curves import loss_curves_figure
-from dropout_risk.compare.fetch import PREDICTIONS, RunRecord, fetch
+from dropout_risk.compare.fetch import RunRecord, fetch
 from dropout_risk.compare.grid import save_reliability_grid
-from dropout_risk.compare.select import _client, select_runs
+from dropout_risk.compare.select import open_store, select_runs
 from dropout_risk.compare.table import comparison_table, differing_params, markdown_table, write_csv
 from dropout_risk.errors import CompareError
+from dropout_risk.tracking.names import PREDICTIONS_ARTIFACT
 
 
 @dataclass
@@ -44,19 +45,10 @@ class Comparison:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _default_artifact_location(tracking_uri: str, given: str | None) -> str | None:
-    if given:
-        return given
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        return str(Path(tracking_uri[len(prefix):]).parent / "artifacts")
-    return None
-
-
 def _log_comparison(tracking_uri: str, experiment: str, artifact_location: str | None, out_dir: Path,
                     records: Sequence[RunRecord], selection: str, markdown: str) -> tuple[str, str]:
     from dropout_risk.tracking.run import Run
-    from dropout_risk.tracking.store import resolve_uri
+    from dropout_risk.tracking.store import default_artifact_root, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     tags = {"comparison_of": ",".join(r.run_id for r in records), "comparison_selection": selection[:5000],
@@ -64,16 +56,13 @@ def _log_comparison(tracking_uri: str, experiment: str, artifact_location: str |
     note = f"Comparison of {len(records)} runs ({selection}).\n\n{markdown}"
     if len(note) <= 8000:  # MLflow's tag limit; shown as the run's description in the UI
         tags["mlflow.note.content"] = note
-    run = Run.start(uri, experiment, _default_artifact_location(uri, artifact_location),
+    run = Run.start(uri, experiment, artifact_location or default_artifact_root(uri),
                     f"compare-{len(records)}runs-{out_dir.name}", tags=tags)
-    try:
+    with run.failing_on_error():
         for path in sorted(out_dir.iterdir()):
             if path.is_file():
                 run.log_file(path)
         run.end("FINISHED")
-    except BaseException:
-        run.end("FAILED")
-        raise
     return run.run_id, run.experiment_id
 
 
@@ -91,7 +80,7 @@ def compare(runs: Sequence[str] = (), sweep: str | None = None, filter: str | No
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    client = _client(tracking_uri)
+    client = open_store(tracking_uri)
     selected, experiments, notes = select_runs(
         client, runs=runs, sweep=sweep, filter=filter, experiment=experiment, max_runs=max_runs,
         exclude_experiment=comparison_experiment)
@@ -102,11 +91,11 @@ def compare(runs: Sequence[str] = (), sweep: str | None = None, filter: str | No
     without = [r for r in records if not r.has_reliability]
     if len(without) == len(records):
         raise CompareError(
-            f"none of the {len(records)} selected runs has reliability data ({PREDICTIONS}: logged by train() "
+            f"none of the {len(records)} selected runs has reliability data ({PREDICTIONS_ARTIFACT}: logged by train() "
             f"since temperature scaling; re-run them with pipelines/train.py): {', '.join(r.name for r in records[:5])}"
             + (" ..." if len(records) > 5 else ""))
     for r in without:
-        notes.append(f"run {r.run_id} ({r.name}): no reliability data (no {PREDICTIONS}); left out of the grid")
+        notes.append(f"run {r.run_id} ({r.name}): no reliability data (no {PREDICTIONS_ARTIFACT}); left out of the grid")
 
     t2 = time.perf_counter()
     differing = differing_params(records)

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from dropout_risk.errors import CompareError
+from dropout_risk.tracking.names import TAG_TRIAL
 
 _RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 
 
-def _client(tracking_uri: str):
-    from mlflow import MlflowClient
+def open_store(tracking_uri: str):
+    """The store to compare runs from; CompareError when a SQLite store does not exist."""
+    from dropout_risk.tracking.store import client, missing_store
 
-    from dropout_risk.tracking.store import resolve_uri
-
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        path = Path(resolve_uri(tracking_uri)[len(prefix):])
-        if not path.exists():
-            raise CompareError(
-                f"no MLflow store at {path}: train some runs first, or pass tracking.uri=sqlite:///path/to/mlflow.db"
-            )
-    return MlflowClient(tracking_uri=resolve_uri(tracking_uri))
+    if path := missing_store(tracking_uri):
+        raise CompareError(
+            f"no MLflow store at {path}: train some runs first, or pass tracking.uri=sqlite:///path/to/mlflow.db"
+        )
+    return client(tracking_uri)
 
 
 def _experiments(client) -> dict[str, str]:
@@ -75,7 +71,7 @@ def _check_ids(ids: Iterable[str], what: str) -> list[str]:
 
 
 def _trial_key(run) -> tuple:
-    trial = run.data.tags.get("trial", "")
+    trial = run.data.tags.get(TAG_TRIAL, "")
     return (0, int(trial), run.info.start_time) if trial.lstrip("-").isdigit() else (1, 0, run.info.start_time)
 
 

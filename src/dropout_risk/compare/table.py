@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from dropout_risk.compare.fetch import RunRecord
+from dropout_risk.format import fmt
 
 _FIRST_METRICS = ("loss", "log_loss", "auroc", "auprc", "brier", "ece", "ece_adaptive", "mce", "accuracy")
 
@@ -126,10 +127,6 @@ def _wrap(parts: Sequence[str], width: int, max_lines: int) -> list[str]:
     return lines
 
 
-def _fmt_metric(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
 def key_params(records: Sequence[RunRecord], differing: Sequence[str]) -> list[str]:
     """The differing params worth a title: those with more than one value among the runs that
     have them (not optimiser-specific keys that differ only by being absent, e.g. optim.betas)."""
@@ -142,6 +139,6 @@ def panel_title(rec: RunRecord, keys: Sequence[str]) -> str:
     name = rec.name if len(rec.name) <= 44 else rec.name[:43] + "…"
     params = [f"{short[k]}={_short_value(rec.params[k])}" for k in keys if k in rec.params]
     lines = [name, *_wrap(params, 40, 2)]
-    lines.append(f"ECE {_fmt_metric(rec.metrics.get('val/ece'))} · AUROC {_fmt_metric(rec.metrics.get('val/auroc'))}"
+    lines.append(f"ECE {fmt(rec.metrics.get('val/ece'), 3, missing='n/a')} · AUROC {fmt(rec.metrics.get('val/auroc'), 3, missing='n/a')}"
                  + (f" · {rec.outcome}" if rec.outcome and rec.outcome != "converged" else ""))
     return "\n".join(lines)

@@ -10,7 +10,7 @@ def _group_options(group: str) -> list[str]:
     return [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
 
 
-def _explain(exc: BaseException, overrides: list[str]) -> str:
+def explain_error(exc: BaseException, overrides: list[str]) -> str:
     """One line for a Hydra/OmegaConf composition error: the key, the problem, the fix."""
     import difflib
     import re

@@ -10,7 +10,7 @@ from dropout_risk.config.schema import SCHEMA_VERSION, AdamWConfig, Config, Opti
 from dropout_risk.config.targets import check_targets
 from dropout_risk.config.validate import validate
 from dropout_risk.errors import ConfigError, ReproduceError
-from dropout_risk.tracking.names import _TRIAL_NAME, CONFIG_ARTIFACT
+from dropout_risk.tracking.names import CONFIG_ARTIFACT, TRIAL_NAME
 
 _OPTIM_SCHEMAS = {"torch.optim.AdamW": "adamw_schema", "torch.optim.SGD": "sgd_schema"}
 
@@ -47,7 +47,7 @@ def load_config_text(text: str, source: str) -> DictConfig:
     import yaml
     from omegaconf.errors import OmegaConfBaseException
 
-    from dropout_risk.config.explain import _explain
+    from dropout_risk.config.explain import explain_error
 
     try:
         raw = yaml.safe_load(text)
@@ -78,7 +78,7 @@ def load_config_text(text: str, source: str) -> DictConfig:
     try:
         cfg = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
-        raise ReproduceError(f"{source}: {_explain(exc, [])}") from None
+        raise ReproduceError(f"{source}: {explain_error(exc, [])}") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ReproduceError(f"{source} lacks {', '.join(missing)}: it is not a complete saved config; use a run's "
@@ -92,4 +92,4 @@ def load_config_text(text: str, source: str) -> DictConfig:
 
 def is_sweep_config(cfg: DictConfig) -> bool:
     """A sweep's own config (not one of its trials': those are named scan-NNN-lr... / refine-...)."""
-    return cfg.get("sweep") is not None and not _TRIAL_NAME.match(str(cfg.tracking.run_name or ""))
+    return cfg.get("sweep") is not None and not TRIAL_NAME.match(str(cfg.tracking.run_name or ""))

@@ -1,5 +1,5 @@
-"""The config schema: dataclasses registered with Hydra's ConfigStore, plus the checks
-that the types alone cannot express (value ranges, the `_target_` allow-list).
+"""The config schema: dataclasses registered with Hydra's ConfigStore (the checks the types
+cannot express are in config/validate.py and config/targets.py).
 
 The YAML files under `conf/` hold the defaults; these classes hold the *shape*. Because the
 schema is structured, a typo'd key (`optim.learning_rate=...`) or a wrong type
@@ -17,7 +17,7 @@ from omegaconf import MISSING
 SCHEMA_VERSION = 1
 
 
-# model.activation choices (dropout_risk.model maps them to torch.nn classes).
+# model.activation choices (dropout_risk.model.mlp maps them to torch.nn classes).
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu")
 
 
@@ -101,7 +101,7 @@ class GuardConfig:
 
 @dataclass
 class MechanismConfig:
-    """Backprop made visible (src/dropout_risk/mechanism.py)."""
+    """Backprop made visible (dropout_risk.analysis.mechanism)."""
 
     grad_norm: bool = True  # train/grad_norm: the norm of the gradient each step used
     every_n_steps: int = 25  # mechanism/act|error|grad/l{l} every N steps (from step 1); 0: off
@@ -112,7 +112,7 @@ class MechanismConfig:
 
 @dataclass
 class PitfallConfig:
-    """Set by the presets conf/experiment/pitfall_*.yaml (src/dropout_risk/pitfalls.py)."""
+    """Set by the presets conf/experiment/pitfall_*.yaml (dropout_risk.pitfalls)."""
 
     name: str | None = None  # None: an ordinary run
     pipeline: str = "train"  # train | sweep: the pipeline that runs the preset

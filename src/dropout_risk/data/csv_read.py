@@ -21,7 +21,7 @@ SNIFF_BYTES = 16384
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _fail(message: str) -> DataError:
+def data_error(message: str) -> DataError:
     """A DataError whose message is guaranteed to be a single line."""
     return DataError(" ".join(message.split("\n")).replace("\r", " "))
 
@@ -30,7 +30,7 @@ def _sep_name(sep: str) -> str:
     return {"\t": "\\t"}.get(sep, sep)
 
 
-def _show_columns(columns: Sequence[str], limit: int = 12) -> str:
+def show_columns(columns: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(repr(c) for c in columns[:limit])
     if len(columns) > limit:
         shown += f", ... ({len(columns) - limit} more)"
@@ -68,7 +68,7 @@ def _sniff_sep(head: str) -> str:
     return sep
 
 
-def _close_matches(name: str, choices: Sequence[str]) -> list[str]:
+def close_matches(name: str, choices: Sequence[str]) -> list[str]:
     by_lower = {c.lower(): c for c in choices}
     matches = [by_lower[name.lower()]] if name.lower() in by_lower else []
     for m in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6):
@@ -77,43 +77,43 @@ def _close_matches(name: str, choices: Sequence[str]) -> list[str]:
     return matches
 
 
-def _unknown_names(kind: str, names: Iterable[str], columns: Sequence[str], where: str) -> DataError | None:
+def unknown_names(kind: str, names: Iterable[str], columns: Sequence[str], where: str) -> DataError | None:
     unknown = [n for n in names if n not in columns]
     if not unknown:
         return None
     hints = []
     for n in unknown:
-        close = _close_matches(n, columns)
+        close = close_matches(n, columns)
         if close:
             hints.append(f"{n!r} -> {close[0]!r}?")
     hint = f" (did you mean {', '.join(hints)})" if hints else ""
-    return _fail(
+    return data_error(
         f"{where}: data.{kind} names column(s) not in the file: {', '.join(repr(n) for n in unknown)}{hint}; "
-        f"available columns: {_show_columns(list(columns))}"
+        f"available columns: {show_columns(list(columns))}"
     )
 
 
 # ----------------------------------------------------------------------------------------- reading
-def _read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataFrame, Path, str, str]:
+def read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataFrame, Path, str, str]:
     """Read a CSV into a DataFrame with stripped column names. Returns (frame, path, sha256, sep)."""
     p = Path(path).expanduser()
     if not p.exists():
         looked = "" if p.is_absolute() else f" (looked for {p.absolute()})"
-        raise _fail(f"data.path={str(p)!r}: no such file{looked}; pass data.path=/path/to/file.csv")
+        raise data_error(f"data.path={str(p)!r}: no such file{looked}; pass data.path=/path/to/file.csv")
     if p.is_dir():
-        raise _fail(f"data.path={str(p)!r} is a directory, not a file; pass data.path=/path/to/file.csv")
+        raise data_error(f"data.path={str(p)!r} is a directory, not a file; pass data.path=/path/to/file.csv")
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise _fail(f"data.path={str(p)!r} cannot be read ({exc.strerror}); check its permissions") from exc
+        raise data_error(f"data.path={str(p)!r} cannot be read ({exc.strerror}); check its permissions") from exc
     if not raw.strip():
-        raise _fail(f"data.path={str(p)!r} is empty (0 rows); pass a CSV with a header line and data rows")
+        raise data_error(f"data.path={str(p)!r} is empty (0 rows); pass a CSV with a header line and data rows")
     sha256 = hashlib.sha256(raw).hexdigest()
 
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise _fail(
+        raise data_error(
             f"data.path={str(p)!r} is not UTF-8 text (byte {exc.start} cannot be decoded); "
             "re-save the file as UTF-8 CSV"
         ) from exc
@@ -126,12 +126,12 @@ def _read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataF
     if sep is None:
         sep = _sniff_sep(head)
     elif not isinstance(sep, str) or len(sep) != 1:
-        raise _fail(f"data.sep={sep!r} must be a single character such as ',', ';', '\\t' or '|'")
+        raise data_error(f"data.sep={sep!r} must be a single character such as ',', ';', '\\t' or '|'")
 
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep)
     except pd.errors.EmptyDataError as exc:
-        raise _fail(
+        raise data_error(
             f"data.path={str(p)!r} has no header line; pass a CSV with a header and data rows"
         ) from exc
     except (pd.errors.ParserError, csv.Error) as exc:
@@ -142,12 +142,12 @@ def _read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataF
             else "; check the quoting and that every row has as many fields as the header"
         )
         detail = str(exc).strip().split("\n")[-1]
-        raise _fail(f"data.path={str(p)!r} could not be parsed with sep={sep!r} ({detail}){hint}") from exc
+        raise data_error(f"data.path={str(p)!r} could not be parsed with sep={sep!r} ({detail}){hint}") from exc
 
     names = [str(c).replace("\ufeff", "").strip() for c in frame.columns]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise _fail(
+        raise data_error(
             f"data.path={str(p)!r}: duplicate column name(s) {', '.join(repr(d) for d in dupes)} "
             "(after stripping spaces); rename them in the header"
         )
@@ -156,16 +156,16 @@ def _read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataF
     if frame.shape[1] == 1:
         guess = _guess_sep(header, exclude=sep)
         if guess:
-            raise _fail(
+            raise data_error(
                 f"data.path={str(p)!r} read with sep={sep!r} found 1 column; "
                 f"the file looks {guess!r}-separated: pass data.sep='{_sep_name(guess)}'"
             )
-        raise _fail(
+        raise data_error(
             f"data.path={str(p)!r} has a single column {names[0]!r}; a CSV needs a target and at least "
             "one feature column (pass data.sep=... if it uses another separator)"
         )
     if len(frame) == 0:
-        raise _fail(
+        raise data_error(
             f"data.path={str(p)!r} has a header but no data rows; pass a CSV with at least one data row"
         )
     return frame, p, sha256, sep

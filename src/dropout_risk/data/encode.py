@@ -11,7 +11,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from dropout_risk.data.base import TabularData
-from dropout_risk.data.csv_read import _close_matches, _fail, _show_columns, _unknown_names
+from dropout_risk.data.csv_read import close_matches, data_error, show_columns, unknown_names
 
 # a column whose non-empty cells parse as numbers at least this often is numeric (bad cells are errors)
 NUMERIC_SHARE = 0.9
@@ -24,7 +24,7 @@ MAX_LEVELS = 50
 ID_UNIQUE_SHARE = 0.5
 
 
-def _norm_value(value: Any) -> str | None:
+def norm_value(value: Any) -> str | None:
     """String form used to compare labels and name one-hot levels: 1, 1.0 and "1" all give "1"."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
@@ -51,21 +51,21 @@ def _level_order(level: str) -> tuple[int, float, str]:
 def _labels(frame: pd.DataFrame, target: str, positive: Any, where: str) -> np.ndarray:
     if target not in frame.columns:
         columns = list(frame.columns)
-        close = _close_matches(target, columns)
+        close = close_matches(target, columns)
         hint = f"did you mean data.target={close[0]!r}? " if close else ""
-        raise _fail(
+        raise data_error(
             f"{where}: target column data.target={target!r} not found; {hint}"
-            f"available columns: {_show_columns(columns)}"
+            f"available columns: {show_columns(columns)}"
         )
-    values = [_norm_value(v) for v in frame[target].tolist()]
+    values = [norm_value(v) for v in frame[target].tolist()]
     empty = [i for i, v in enumerate(values) if v is None or v == ""]
     if empty:
         lines = ", ".join(str(i + 1) for i in empty[:5])
-        raise _fail(
+        raise data_error(
             f"{where}: target column {target!r} has {len(empty)} empty cell(s) (data row(s) {lines}); "
             "fill or remove those rows"
         )
-    pos = _norm_value(positive)
+    pos = norm_value(positive)
     y = np.fromiter((v == pos for v in values), dtype=np.int64, count=len(values))
     if y.sum() == 0:
         counts = pd.Series(values).value_counts()
@@ -74,12 +74,12 @@ def _labels(frame: pd.DataFrame, target: str, positive: Any, where: str) -> np.n
             found += f", ... ({len(counts) - 10} more)"
         same_case = [v for v in counts.index if pos is not None and v.lower() == pos.lower()]
         hint = f"did you mean data.positive={same_case[0]!r}? " if same_case else ""
-        raise _fail(
+        raise data_error(
             f"{where}: data.positive={positive!r} never occurs in target column {target!r}; {hint}"
             f"values found: {found}; pass one of them as data.positive"
         )
     if y.sum() == len(y):
-        raise _fail(
+        raise data_error(
             f"{where}: every row has {target}={pos!r}, so the label is all one class; "
             "the target needs rows that are not data.positive"
         )
@@ -111,7 +111,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
                 values = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(np.float64)
             elif share >= NUMERIC_SHARE:
                 bad = stripped[parsed.isna()]
-                raise _fail(
+                raise data_error(
                     f"{where}: column {col!r} is numeric except for {len(bad)} cell(s) such as "
                     f"{bad.iloc[0]!r} (data row {int(bad.index[0]) + 1}); fix those cells, or list the column "
                     "in data.drop_columns (or data.categorical if it is really a category)"
@@ -119,7 +119,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
             else:
                 as_category = True
         if as_category:
-            levels = [_norm_value(v) for v in series.tolist()]
+            levels = [norm_value(v) for v in series.tolist()]
             n_empty = sum(v is None or v == "" for v in levels)
             if n_empty:
                 missing.append(f"{col!r} ({n_empty} empty)")
@@ -127,7 +127,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
                 continue
             n_levels = len(set(levels))
             if n_levels > MAX_LEVELS and n_levels > ID_UNIQUE_SHARE * n:
-                raise _fail(
+                raise data_error(
                     f"{where}: column {col!r} has {n_levels} distinct values in {n} rows, which looks like "
                     f"an ID, not a category; drop it with data.drop_columns=[{col!r}]"
                 )
@@ -149,17 +149,17 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
             continue
         pieces.append(pd.DataFrame({col: values}))
     if missing:
-        raise _fail(
+        raise data_error(
             f"{where}: feature column(s) with empty/NaN/inf cells: {', '.join(missing)}; no imputation is "
             f"done: drop them with data.drop_columns={missing_cols!r} or clean the file"
         )
     if not pieces:
-        raise _fail(f"{where}: no feature columns left; keep at least one column besides data.target")
+        raise data_error(f"{where}: no feature columns left; keep at least one column besides data.target")
     features = pd.concat([p.reset_index(drop=True) for p in pieces], axis=1)
     names = [str(c) for c in features.columns]
     clash = sorted({c for c in names if names.count(c) > 1})
     if clash:
-        raise _fail(
+        raise data_error(
             f"{where}: one-hot encoding produced duplicate column name(s) {clash!r}; rename the clashing columns"
         )
     features.columns = names
@@ -169,7 +169,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
     return features
 
 
-def _to_tabular(
+def to_tabular(
     frame: pd.DataFrame,
     *,
     target: str,
@@ -189,13 +189,13 @@ def _to_tabular(
     columns = list(frame.columns)
     y = _labels(frame, target, positive, where)
     for kind, names in (("drop_columns", drop_columns), ("categorical", categorical)):
-        err = _unknown_names(kind, names, columns, where)
+        err = unknown_names(kind, names, columns, where)
         if err:
             raise err
     if target in drop_columns:
-        raise _fail(f"{where}: data.drop_columns contains the target {target!r}; remove it from the list")
+        raise data_error(f"{where}: data.drop_columns contains the target {target!r}; remove it from the list")
     if target in categorical:
-        raise _fail(f"{where}: data.categorical contains the target {target!r}; remove it from the list")
+        raise data_error(f"{where}: data.categorical contains the target {target!r}; remove it from the list")
     kept = frame.drop(columns=[target, *drop_columns])
     features = _encode(kept, [c for c in categorical if c not in drop_columns], where)
     onehot = list(features.attrs.pop("onehot", []))

@@ -1,4 +1,5 @@
-"""CSV loading and validation: any CSV with a binary target, and the UCI dropout file.
+"""CSV loading and validation: any CSV with a binary target, and the UCI dropout file
+(reading in data/csv_read.py, encoding in data/encode.py).
 
 Every problem with the input raises :class:`DataError` with one line saying what is wrong and
 which setting fixes it (``data.path``, ``data.sep``, ``data.target``, ``data.positive``,
@@ -17,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropout_risk.data.base import TabularData
-from dropout_risk.data.csv_read import _fail, _read_frame, _show_columns
-from dropout_risk.data.encode import _norm_value, _to_tabular
+from dropout_risk.data.csv_read import data_error, read_frame, show_columns
+from dropout_risk.data.encode import norm_value, to_tabular
 
-# --- the UCI "Predict Students' Dropout and Academic Success" file (see shared/data/uci_dropout/SOURCE.md)
+# --- the UCI "Predict Students' Dropout and Academic Success" file (`;`-separated, a BOM, a tab inside one column name, integer-coded categoricals)
 UCI_TARGET = "Target"
 
 
@@ -76,10 +77,10 @@ def load_csv(
     categorical:  one-hot encoded even if numeric (integer-coded categories); text columns always are.
     Fingerprint:  ``{"sha256": <file bytes>, "path": ..., "rows": <rows>}``.
     """
-    frame, p, sha256, _ = _read_frame(path, sep)
+    frame, p, sha256, _ = read_frame(path, sep)
     where = f"data.path={str(p)!r}"
     fingerprint = {"sha256": sha256, "path": str(p), "rows": len(frame)}
-    return _to_tabular(
+    return to_tabular(
         frame,
         target=str(target).strip(),
         positive=positive,
@@ -109,22 +110,22 @@ def load_uci_dropout(
                    and GDP encode the entry year rather than leak; they are kept.)
     The integer-coded nominal columns in ``UCI_CATEGORICAL`` are one-hot encoded.
     """
-    frame, p, sha256, _ = _read_frame(path, sep)
+    frame, p, sha256, _ = read_frame(path, sep)
     where = f"data.path={str(p)!r}"
     columns = list(frame.columns)
     missing = [c for c in (UCI_TARGET, *UCI_CATEGORICAL, *UCI_SECOND_SEM_COLUMNS) if c not in columns]
     if missing:
-        raise _fail(
-            f"{where} is not the UCI dropout file (no column(s) {_show_columns(missing, 4)}; "
-            f"found {_show_columns(columns, 6)}); point data.path at the UCI 'Predict Students' Dropout and "
+        raise data_error(
+            f"{where} is not the UCI dropout file (no column(s) {show_columns(missing, 4)}; "
+            f"found {show_columns(columns, 6)}); point data.path at the UCI 'Predict Students' Dropout and "
             "Academic Success' data.csv, or load other files with the generic csv loader"
         )
     rows_in_file = len(frame)
     if drop_enrolled:
-        keep = [(_norm_value(v) != UCI_ENROLLED) for v in frame[UCI_TARGET].tolist()]
+        keep = [(norm_value(v) != UCI_ENROLLED) for v in frame[UCI_TARGET].tolist()]
         frame = frame.loc[keep].reset_index(drop=True)
         if len(frame) == 0:
-            raise _fail(
+            raise data_error(
                 f"{where}: every row is {UCI_ENROLLED!r}; nothing is left with data.drop_enrolled=true"
             )
     leaking = [c for c in UCI_SECOND_SEM_COLUMNS if c in columns] if early_warning else []
@@ -137,7 +138,7 @@ def load_uci_dropout(
         "early_warning": bool(early_warning),
     }
     user_drop = [drop_columns] if isinstance(drop_columns, str) else list(drop_columns)
-    return _to_tabular(
+    return to_tabular(
         frame,
         target=UCI_TARGET,
         positive=UCI_POSITIVE,

@@ -1,6 +1,4 @@
-"""The MLP and its LightningModule.
-
-h_0 = x,  h_l = act(W_l h_{l-1} + b_l) for each hidden layer,  logit = W_out h_L + b_out.
+"""The LightningModule that trains the MLP (model/mlp.py).
 
 Training uses Lightning's manual optimisation so that the four steps of gradient descent are
 written out in `training_step` exactly as a textbook states them: forward, loss, backward,

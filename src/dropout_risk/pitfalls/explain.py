@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dropout_risk.format import sig
 from dropout_risk.pitfalls.result import PitfallResult, best_val_epoch
 from dropout_risk.training.train import RunResult
 
@@ -21,10 +22,6 @@ def key_table(result: PitfallResult) -> str:
     table = frame.loc[[result.pitfall_run_id, result.healthy_run_id], ["outcome", *rows]].T
     table.columns = ["pitfall", "healthy"]
     return table.to_string(float_format=lambda v: f"{v:.4g}")
-
-
-def _g(value: float) -> str:
-    return f"{value:.3g}" if math.isfinite(value) else str(value)
 
 
 def _signed_pct(new: float, old: float) -> str:
@@ -48,9 +45,9 @@ def explain_no_zero_grad(pitfall: RunResult, healthy: RunResult) -> list[str]:
     if g_bad.size and g_good.size:
         lines.append(
             f"Without zero_grad every step adds its gradient to all earlier ones: the gradient the optimiser "
-            f"used grew from {_g(g_bad[0])} at step 1 to {_g(np.nanmax(g_bad))} at its largest "
-            f"({_g(np.nanmax(g_bad) / g_bad[0])}x), while with zero_grad it peaked at {_g(np.nanmax(g_good))} "
-            f"and ended at {_g(g_good[-1])}.")
+            f"used grew from {sig(g_bad[0])} at step 1 to {sig(np.nanmax(g_bad))} at its largest "
+            f"({sig(np.nanmax(g_bad) / g_bad[0])}x), while with zero_grad it peaked at {sig(np.nanmax(g_good))} "
+            f"and ended at {sig(g_good[-1])}.")
     if pitfall.outcome == "diverged":
         lines.append(f"The divergence guard stopped the pitfall run at step {pitfall.diverged_at_step}; the same "
                      f"learning rate with zero_grad {healthy.outcome}.")
@@ -59,12 +56,12 @@ def explain_no_zero_grad(pitfall: RunResult, healthy: RunResult) -> list[str]:
     if tb.size > 1:
         ups = int(np.sum(np.diff(tb) > 0))
         lines.append(f"Its training loss per epoch went up in {ups} of {tb.size - 1} epochs (healthy: "
-                     f"{int(np.sum(np.diff(th) > 0))} of {max(th.size - 1, 0)}) and ended at {_g(tb[-1])} "
-                     f"against {_g(th[-1])}.")
+                     f"{int(np.sum(np.diff(th) > 0))} of {max(th.size - 1, 0)}) and ended at {sig(tb[-1])} "
+                     f"against {sig(th[-1])}.")
     m, h = pitfall.metrics, healthy.metrics
-    lines.append(f"On validation: log loss {_g(m['val/log_loss'])} vs {_g(h['val/log_loss'])}, AUROC "
-                 f"{_g(m['val/auroc'])} vs {_g(h['val/auroc'])} (0.5 is chance), ECE {_g(m['val/ece'])} vs "
-                 f"{_g(h['val/ece'])}.")
+    lines.append(f"On validation: log loss {sig(m['val/log_loss'])} vs {sig(h['val/log_loss'])}, AUROC "
+                 f"{sig(m['val/auroc'])} vs {sig(h['val/auroc'])} (0.5 is chance), ECE {sig(m['val/ece'])} vs "
+                 f"{sig(h['val/ece'])}.")
     if m["val/auroc"] < 0.6 and m["val/ece"] <= h["val/ece"]:
         lines.append("Its ECE is no worse only because it predicts nearly the same risk for every student: "
                      "calibrated on average, but it cannot tell students apart (AUROC near 0.5).")
@@ -81,29 +78,29 @@ def explain_loss_only(pitfall: RunResult, healthy: RunResult) -> list[str]:
     falling = int(np.sum(np.diff(train_epochs) < 0))
     m, h = pitfall.metrics, healthy.metrics
     lines = [
-        f"Training loss fell from {_g(train_epochs[0])} to {_g(train_epochs[-1])} over {n} epochs (lower than the "
+        f"Training loss fell from {sig(train_epochs[0])} to {sig(train_epochs[-1])} over {n} epochs (lower than the "
         f"epoch before in {falling} of {n - 1}): watched alone, it looks like steady progress.",
-        f"Validation log loss was lowest at epoch {best} ({_g(val[best - 1])}) and then rose to {_g(val[-1])} at "
-        f"epoch {n} ({_signed_pct(val[-1], val[best - 1])}); ECE went from {_g(ece[best - 1])} to {_g(ece[-1])}.",
+        f"Validation log loss was lowest at epoch {best} ({sig(val[best - 1])}) and then rose to {sig(val[-1])} at "
+        f"epoch {n} ({_signed_pct(val[-1], val[best - 1])}); ECE went from {sig(ece[best - 1])} to {sig(ece[-1])}.",
         _temperature_line(m, val[-1], val[best - 1]),
         f"The healthy counterpart stops at epoch {best}, where validation said to: test log loss "
-        f"{_g(h['test/log_loss'])} vs {_g(m['test/log_loss'])}, test ECE {_g(h['test/ece'])} vs {_g(m['test/ece'])}, "
-        f"test AUROC {_g(h['test/auroc'])} vs {_g(m['test/auroc'])}.",
+        f"{sig(h['test/log_loss'])} vs {sig(m['test/log_loss'])}, test ECE {sig(h['test/ece'])} vs {sig(m['test/ece'])}, "
+        f"test AUROC {sig(h['test/auroc'])} vs {sig(m['test/auroc'])}.",
     ]
     return lines
 
 
 def _temperature_line(m: dict[str, float], last: float, best: float) -> str:
     t = m["temperature"]
-    line = (f"Temperature scaling of the final model (T = {_g(t)} {'>' if t > 1 else '<'} 1, fitted on validation: "
-            f"it was {'over' if t > 1 else 'under'}confident) brings validation log loss from {_g(m['val/log_loss'])} "
-            f"to {_g(m['val/log_loss_calibrated'])} and ECE from {_g(m['val/ece'])} to {_g(m['val/ece_calibrated'])}")
+    line = (f"Temperature scaling of the final model (T = {sig(t)} {'>' if t > 1 else '<'} 1, fitted on validation: "
+            f"it was {'over' if t > 1 else 'under'}confident) brings validation log loss from {sig(m['val/log_loss'])} "
+            f"to {sig(m['val/log_loss_calibrated'])} and ECE from {sig(m['val/ece'])} to {sig(m['val/ece_calibrated'])}")
     if not last > best:
         return line + "."
     share = _recovered(last, m["val/log_loss_calibrated"], best)
     verdict = ("most of the rise was overconfidence, which one temperature undoes" if share >= 0.5 else
                "most of it is not a matter of confidence: the model also ranks students worse")
-    return line + f": it takes back {_g(100 * share)}% of the rise in validation log loss; {verdict}."
+    return line + f": it takes back {sig(100 * share)}% of the rise in validation log loss; {verdict}."
 
 
 def explain_lr_divergence(sweep_result, bad, good, scan, bad_losses: Sequence[float]) -> list[str]:
@@ -112,24 +109,24 @@ def explain_lr_divergence(sweep_result, bad, good, scan, bad_losses: Sequence[fl
     n_div = int((scan.outcome == "diverged").sum())
     n_conv = int((scan.outcome == "converged").sum())
     lines = [
-        f"Scanned {len(scan)} learning rates from {_g(scan.lr.min())} to {_g(scan.lr.max())}: {n_conv} converged, "
+        f"Scanned {len(scan)} learning rates from {sig(scan.lr.min())} to {sig(scan.lr.max())}: {n_conv} converged, "
         f"{n_div} diverged.",
-        f"The largest that converged, lr = {_g(good.lr)}, reached validation log loss {_g(good.val_loss)} "
-        f"(AUROC {_g(good.auroc)}, ECE {_g(good.ece)}).",
+        f"The largest that converged, lr = {sig(good.lr)}, reached validation log loss {sig(good.val_loss)} "
+        f"(AUROC {sig(good.auroc)}, ECE {sig(good.ece)}).",
     ]
-    steps = ", ".join(_g(v) for v in bad_losses[:6]) + (", ..." if len(bad_losses) > 6 else "")
-    lines.append(f"The smallest that diverged, lr = {_g(bad.lr)}, was stopped by the guard at step "
+    steps = ", ".join(sig(v) for v in bad_losses[:6]) + (", ..." if len(bad_losses) > 6 else "")
+    lines.append(f"The smallest that diverged, lr = {sig(bad.lr)}, was stopped by the guard at step "
                  f"{int(bad.diverged_at_step)}; its training loss per step: {steps}.")
     converged = scan[scan.outcome == "converged"]
     best = converged.loc[converged.val_loss.idxmin()] if converged.val_loss.notna().any() else None
     if best is not None and best.lr != good.lr:
-        lines.append(f"The best scanned rate was lr = {_g(best.lr)} (validation log loss {_g(best.val_loss)}): the "
+        lines.append(f"The best scanned rate was lr = {sig(best.lr)} (validation log loss {sig(best.val_loss)}): the "
                      "largest rate that still converges is not the best one.")
     if sweep_result.gd_threshold and math.isfinite(sweep_result.gd_threshold):
         t = sweep_result.gd_threshold
         lines.append(f"Plain gradient descent on a quadratic with the initial curvature (lambda_max = "
-                     f"{_g(sweep_result.sharpness)}) is stable up to 2/lambda_max = {_g(t)}; the observed boundary "
-                     f"lies between {_g(good.lr / t)}x and {_g(bad.lr / t)}x that threshold.")
+                     f"{sig(sweep_result.sharpness)}) is stable up to 2/lambda_max = {sig(t)}; the observed boundary "
+                     f"lies between {sig(good.lr / t)}x and {sig(bad.lr / t)}x that threshold.")
     return lines
 
 
@@ -138,7 +135,7 @@ def explain_generic(pitfall: RunResult, healthy: RunResult) -> list[str]:
     lines = [f"Outcome: pitfall {pitfall.outcome}, healthy {healthy.outcome}."]
     for key in ("val/log_loss", "val/auroc", "val/ece"):
         a, b = pitfall.metrics.get(key, math.nan), healthy.metrics.get(key, math.nan)
-        lines.append(f"{key}: {_g(a)} (pitfall) vs {_g(b)} (healthy).")
+        lines.append(f"{key}: {sig(a)} (pitfall) vs {sig(b)} (healthy).")
     return lines
 
 

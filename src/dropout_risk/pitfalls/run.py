@@ -18,15 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk.compare.run import compare
 from dropout_risk.errors import ConfigError
 from dropout_risk.pitfalls.explain import EXPLAIN, explain_generic, explain_lr_divergence
 from dropout_risk.pitfalls.result import PitfallResult, best_val_epoch
-from dropout_risk.tracking.names import run_name
-from dropout_risk.tracking.store import resolve_uri
+from dropout_risk.tracking.names import TAG_PITFALL, TAG_PITFALL_ROLE, TRAIN_LOSS, VAL_LOG_LOSS, run_name
+from dropout_risk.tracking.store import client
 from dropout_risk.training.train import RunResult, train
 
 
@@ -43,8 +42,6 @@ def counterpart_config(cfg: DictConfig, pitfall: RunResult) -> tuple[DictConfig,
     return healthy, overrides
 
 
-
-
 def run_train_pitfall(cfg: DictConfig, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
                       out_dir: str | Path | None = None) -> PitfallResult:
     """Train the pitfall run and its healthy counterpart, link, compare and explain them."""
@@ -56,19 +53,19 @@ def run_train_pitfall(cfg: DictConfig, overrides: Sequence[str] = (), echo: Call
     if not cfg.tracking.run_name:
         single.tracking.run_name = f"{name}-pitfall-{run_name(cfg)}"
     echo(f"pitfall {name}: training the pitfall run")
-    pitfall = train(single, overrides=list(overrides), tags={"pitfall": name, "pitfall_role": "pitfall"})
+    pitfall = train(single, overrides=list(overrides), tags={TAG_PITFALL: name, TAG_PITFALL_ROLE: "pitfall"})
     healthy_cfg, extra = counterpart_config(single, pitfall)
     if not cfg.tracking.run_name:
         healthy_cfg.tracking.run_name = None  # named from its own config, not the pitfall run's name
         healthy_cfg.tracking.run_name = f"{name}-healthy-{run_name(healthy_cfg)}"
     echo(f"pitfall {name}: training the healthy counterpart ({' '.join(extra)})")
-    healthy = train(healthy_cfg, overrides=[*overrides, *extra], tags={"pitfall": name, "pitfall_role": "healthy"})
+    healthy = train(healthy_cfg, overrides=[*overrides, *extra], tags={TAG_PITFALL: name, TAG_PITFALL_ROLE: "healthy"})
     explanation = EXPLAIN.get(name, explain_generic)(pitfall, healthy)
-    client = MlflowClient(resolve_uri(cfg.tracking.uri))
+    store = client(cfg.tracking.uri)
     for result in (pitfall, healthy):  # where validation said to stop, as metrics the UI can sort by
         epoch = best_val_epoch(result)
-        client.log_metric(result.run_id, "best_val_epoch", epoch)
-        client.log_metric(result.run_id, "val/log_loss_best", result.val_history[epoch - 1]["val/log_loss"]
+        store.log_metric(result.run_id, "best_val_epoch", epoch)
+        store.log_metric(result.run_id, "val/log_loss_best", result.val_history[epoch - 1][VAL_LOG_LOSS]
                           if result.val_history else math.nan)
     return _link_and_compare(cfg, name, pitfall.run_id, healthy.run_id, explanation, out_dir)
 
@@ -87,7 +84,7 @@ def run_sweep_pitfall(cfg: DictConfig, sweep_result, out_dir: str | Path | None 
         raise ConfigError(f"pitfall {cfg.pitfall.name}: no learning rate below {bad.lr:.3g} converged; lower the "
                           "range, e.g. sweep.lr_min=1e-4")
     good = below.iloc[-1]
-    history = MlflowClient(resolve_uri(cfg.tracking.uri)).get_metric_history(str(bad.run_id), "train/loss")
+    history = client(cfg.tracking.uri).get_metric_history(str(bad.run_id), TRAIN_LOSS)
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     explanation = explain_lr_divergence(sweep_result, bad, good, scan, losses)
     return _link_and_compare(cfg, str(cfg.pitfall.name), str(bad.run_id), str(good.run_id), explanation, out_dir)
@@ -95,18 +92,18 @@ def run_sweep_pitfall(cfg: DictConfig, sweep_result, out_dir: str | Path | None 
 
 def _link_and_compare(cfg: DictConfig, name: str, pitfall_id: str, healthy_id: str, explanation: list[str],
                       out_dir: str | Path | None) -> PitfallResult:
-    client = MlflowClient(resolve_uri(cfg.tracking.uri))
+    store = client(cfg.tracking.uri)
     for run_id, other, role in ((pitfall_id, healthy_id, "pitfall"), (healthy_id, pitfall_id, "healthy")):
-        client.set_tag(run_id, "counterpart", other)
-        client.set_tag(run_id, "pitfall", name)
-        client.set_tag(run_id, "pitfall_role", role)
+        store.set_tag(run_id, "counterpart", other)
+        store.set_tag(run_id, TAG_PITFALL, name)
+        store.set_tag(run_id, TAG_PITFALL_ROLE, role)
     out_dir = out_dir or cfg.pitfall.out_dir or f"compare_out/pitfall-{name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     comparison = compare(runs=[pitfall_id, healthy_id], tracking_uri=cfg.tracking.uri, out_dir=out_dir,
                          artifact_location=cfg.tracking.artifact_location)
     text = f"# Pitfall: {name}\n\n" + "\n".join(f"- {line}" for line in explanation) + "\n"
     (comparison.out_dir / "explanation.md").write_text(text)
-    client.log_text(pitfall_id, text, "pitfall/explanation.md")
+    store.log_text(pitfall_id, text, "pitfall/explanation.md")
     if comparison.comparison_run_id:
-        client.log_text(comparison.comparison_run_id, text, "explanation.md")
-        client.set_tag(comparison.comparison_run_id, "pitfall", name)
+        store.log_text(comparison.comparison_run_id, text, "explanation.md")
+        store.set_tag(comparison.comparison_run_id, TAG_PITFALL, name)
     return PitfallResult(name, pitfall_id, healthy_id, comparison, explanation)

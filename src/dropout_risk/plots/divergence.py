@@ -9,15 +9,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation
 
+from dropout_risk.format import sig
 from dropout_risk.plots.reliability import (
     _AUROC_COLOR,
     _DIVERGED_COLOR,
-    _DPI,
     _ECE_COLOR,
     _FAILED_COLOR,
     _THEORY_COLOR,
     _TRAIN_COLOR,
     _VAL_COLOR,
+    DPI,
 )
 
 _OUTCOMES = ("converged", "diverged", "pruned", "failed")
@@ -47,10 +48,6 @@ def _log_limits(values: np.ndarray, pad: float, min_span: float) -> tuple[float,
         lo, hi = mid - 0.5 * min_span, mid + 0.5 * min_span
     span = hi - lo
     return lo - pad * span, hi + pad * span
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3g}"
 
 
 class _PlainLogFormatter(LogFormatterSciNotation):
@@ -114,7 +111,7 @@ def divergence_chart(
     # layout: fixed margins in inches, legends in a column on the right
     width, height = 9.0, 7.0
     left, right, top, bottom, gap = 0.8, 2.7, 0.75, 0.55, 0.2
-    fig = Figure(figsize=(width, height), dpi=_DPI)
+    fig = Figure(figsize=(width, height), dpi=DPI)
     grid = fig.add_gridspec(
         2,
         1,
@@ -241,14 +238,14 @@ def divergence_chart(
     for i, ax in enumerate((ax_loss, ax_cal)):
         if b_lo is not None and b_hi is not None:
             ax.axvspan(min(b_lo, b_hi), max(b_lo, b_hi), color=_DIVERGED_COLOR, alpha=0.08, lw=0,
-                       label=f"observed boundary: converged\nat {_fmt(b_lo)}, diverged at {_fmt(b_hi)}"
+                       label=f"observed boundary: converged\nat {sig(b_lo)}, diverged at {sig(b_hi)}"
                        if i == 0 else None)
         if b_lo is not None:
             ax.axvline(b_lo, color=_DIVERGED_COLOR, ls=":", lw=1.2,
-                       label=f"largest converged lr = {_fmt(b_lo)}" if i == 0 and b_hi is None else None)
+                       label=f"largest converged lr = {sig(b_lo)}" if i == 0 and b_hi is None else None)
         if b_hi is not None:
             ax.axvline(b_hi, color=_DIVERGED_COLOR, ls=":", lw=1.2,
-                       label=f"smallest diverged lr = {_fmt(b_hi)}" if i == 0 and b_lo is None else None)
+                       label=f"smallest diverged lr = {sig(b_hi)}" if i == 0 and b_lo is None else None)
 
     note = "plain-GD stability threshold\n(adaptive optimisers, e.g. AdamW,\nhave other thresholds)"
     if thr is None:
@@ -257,17 +254,17 @@ def divergence_chart(
     elif 10**x_lo <= thr <= 10**x_hi:
         for i, ax in enumerate((ax_loss, ax_cal)):
             ax.axvline(thr, color=_THEORY_COLOR, ls="-.", lw=1.3,
-                       label=f"2/λ_max = {_fmt(thr)}\n{note}" if i == 0 else None)
+                       label=f"2/λ_max = {sig(thr)}\n{note}" if i == 0 else None)
         ax_loss.text(thr, 1.01, "2/λ_max", ha="center", va="bottom", fontsize=8, color=_THEORY_COLOR,
                      transform=top_row)
     else:  # far outside the lrs tried: an arrow at the edge, the value in the legend
         right_side = thr > 10**x_hi
         where = "right" if right_side else "left"
         ax_loss.plot([], [], color=_THEORY_COLOR, ls="-.", lw=1.3,
-                     label=f"2/λ_max = {_fmt(thr)} (off the chart,\n{where}): {note}")
+                     label=f"2/λ_max = {sig(thr)} (off the chart,\n{where}): {note}")
         edge = 0.995 if right_side else 0.005
         ax_loss.annotate(
-            f"2/λ_max = {_fmt(thr)}\n(plain-GD threshold)",
+            f"2/λ_max = {sig(thr)}\n(plain-GD threshold)",
             xy=(edge, 0.5),
             xytext=(edge - 0.18 if right_side else edge + 0.18, 0.5),
             xycoords="axes fraction",

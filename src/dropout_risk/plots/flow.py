@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from dropout_risk.plots.reliability import _DPI
+from dropout_risk.plots.reliability import DPI
 
 
 def backprop_flow(first: dict[str, np.ndarray], last: dict[str, np.ndarray], layer_names: Sequence[str],
@@ -16,7 +16,7 @@ def backprop_flow(first: dict[str, np.ndarray], last: dict[str, np.ndarray], lay
     Bottom: backward error-signal magnitudes RMS ||delta_l|| (l = 1 .. L+1, arrows pointing from
     the loss back to the input) and the weight-gradient norms ||dL/dW_l|| (dashed). One line per
     moment (`labels`: e.g. start and end of training); y on a log scale."""
-    fig = Figure(figsize=(8.0, 6.2), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(8.0, 6.2), dpi=DPI, layout="constrained")
     ax_f, ax_b = fig.subplots(2, 1, sharex=True)
     x = np.arange(len(layer_names))
     colors = ("tab:blue", "tab:orange")

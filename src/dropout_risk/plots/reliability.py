@@ -1,7 +1,7 @@
 """Reliability diagrams: one, a pair (before/after temperature scaling) or a grid of runs side by side.
 
 Each diagram is the observed frequency of y = 1 against the mean predicted probability per
-equal-width bin (the binning of ``calibration.reliability_bins``), the diagonal of perfect
+equal-width bin (the binning of ``analysis.calibration.reliability_bins``), the diagonal of perfect
 calibration, the ECE in the legend, and under it the confidence histogram (counts of predictions).
 
 Figures are built with ``matplotlib.figure.Figure`` directly, not through pyplot, so they are never
@@ -25,7 +25,7 @@ from dropout_risk.analysis.calibration import ReliabilityBins, check_binary_inpu
 DIVERGED_TEXT = "diverged: no probabilities"
 
 
-_DPI = 100
+DPI = 100
 
 
 _CURVE_COLOR = "tab:blue"
@@ -117,7 +117,7 @@ def _figure_with_cells(
     left, right, bottom, col_gap, row_gap = 0.7, 0.15, 0.5, 0.6, 0.8  # inches
     axis_w = (width - left - right - (ncols - 1) * col_gap) / ncols
     axis_h = (height - top - bottom - (nrows - 1) * row_gap) / nrows
-    fig = Figure(figsize=(width, height), dpi=_DPI)
+    fig = Figure(figsize=(width, height), dpi=DPI)
     outer = fig.add_gridspec(
         nrows,
         ncols,

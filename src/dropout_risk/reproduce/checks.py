@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dropout_risk.errors import ReproduceError
+from dropout_risk.tracking.names import TAG_DATA_FINGERPRINT
 
 
 def parse_fingerprint(tag: str | None) -> dict | None:
@@ -98,7 +99,7 @@ def check_data(cfg: DictConfig, original, source: str, allow_change: bool) -> li
                              "data_path=/where/it/is.csv (its sha256 is checked against the run's)")
     if original is None:
         return []
-    recorded = parse_fingerprint(original.data.tags.get("data_fingerprint"))
+    recorded = parse_fingerprint(original.data.tags.get(TAG_DATA_FINGERPRINT))
     rid = original.info.run_id
     if recorded is None:
         return [f"run {rid} recorded no data fingerprint: the data cannot be checked"]

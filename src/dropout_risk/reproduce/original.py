@@ -9,20 +9,17 @@ from omegaconf import DictConfig
 
 from dropout_risk.config.saved import load_config_text, to_container
 from dropout_risk.errors import ReproduceError
-from dropout_risk.tracking.names import CONFIG_ARTIFACT
+from dropout_risk.tracking.names import CONFIG_ARTIFACT, TAG_BEST_RUN_ID, TAG_SWEEP_ID, TAG_TRIAL
 
 
 def open_store(uri: str, must_exist: bool = True):
-    from mlflow import MlflowClient
-
-    from dropout_risk.tracking.store import check_tracking, resolve_uri
+    from dropout_risk.tracking.store import check_tracking, client, missing_store
 
     check_tracking(uri)
-    prefix = "sqlite:///"
-    if must_exist and uri.startswith(prefix) and not Path(uri[len(prefix):]).exists():
+    if must_exist and missing_store(uri):
         raise ReproduceError(f"tracking.uri={uri}: no MLflow store there; pass tracking.uri=<the store the run was "
                              "logged to>, e.g. tracking.uri=sqlite:///mlruns/mlflow.db")
-    return MlflowClient(tracking_uri=resolve_uri(uri))
+    return client(uri)
 
 
 def get_run(client, run_id: str, uri: str):
@@ -52,14 +49,14 @@ def run_config(client, run) -> DictConfig:
 
 def _is_sweep_parent(client, run) -> bool:
     tags = run.data.tags
-    return "sweep_kind" in tags or "best_run_id" in tags or (
-        tags.get("sweep_id") == run.info.run_id and "trial" not in tags)
+    return "sweep_kind" in tags or TAG_BEST_RUN_ID in tags or (
+        tags.get(TAG_SWEEP_ID) == run.info.run_id and TAG_TRIAL not in tags)
 
 
 def sweep_trials(client, parent) -> list:
     runs = client.search_runs([parent.info.experiment_id],
                               f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=5000)
-    return sorted(runs, key=lambda r: int(r.data.tags.get("trial", "1000000")))
+    return sorted(runs, key=lambda r: int(r.data.tags.get(TAG_TRIAL, "1000000")))
 
 
 def _identity(params: dict[str, str], ignore_path: bool) -> dict[str, str]:

@@ -17,8 +17,6 @@ _RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 _QUOTED_KEYS = ("run_id", "config", "data_path")  # values Hydra must not parse (ids, paths)
 
 
-
-
 def normalize_argv(args: list[str]) -> list[str]:
     """Quote run ids and paths so Hydra keeps them as strings (an id like `123e4` would be a float)."""
     out = []

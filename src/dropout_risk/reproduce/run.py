@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,21 +51,24 @@ from dropout_risk.reproduce.verdict import (
     summary_line,
     sweep_table,
 )
-
-REPORT_ARTIFACT = "reproduction/report.txt"
+from dropout_risk.tracking.names import (
+    REPORT_ARTIFACT,
+    TAG_BEST_RUN_ID,
+    TAG_OUTCOME,
+    TAG_REPRODUCED_FROM,
+    TAG_TRIAL,
+    TAG_WEIGHTS,
+)
 
 
 def _artifact_location(req: DictConfig, cfg: DictConfig) -> str | None:
-    from dropout_risk.tracking.store import resolve_uri
+    from dropout_risk.tracking.store import default_artifact_root, resolve_uri
 
     if req.tracking.artifact_location:
         return str(req.tracking.artifact_location)
     if resolve_uri(str(cfg.tracking.uri)) == resolve_uri(str(req.tracking.uri)):
         return cfg.tracking.artifact_location  # the original's own store
-    prefix = "sqlite:///"
-    if req.tracking.uri.startswith(prefix):
-        return str(Path(req.tracking.uri[len(prefix):]).parent / "artifacts")
-    return None
+    return default_artifact_root(str(req.tracking.uri))
 
 
 def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: str,
@@ -96,7 +98,7 @@ def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: st
     for line in warnings:
         warn(line)
 
-    tags = {"reproduced_from": orig_id} if orig_id else {"reproduced_from_config": source[:500]}
+    tags = {TAG_REPRODUCED_FROM: orig_id} if orig_id else {"reproduced_from_config": source[:500]}
     result = train(cfg, tags=tags)
     new = client.get_run(result.run_id)
     if original is None:
@@ -106,7 +108,7 @@ def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: st
     else:
         rows, verdict = compare_runs(original.data.metrics, new.data.metrics, original.data.tags, new.data.tags,
                                      float(req.tolerance))
-        recorded = original.data.tags.get("weights_sha256")
+        recorded = original.data.tags.get(TAG_WEIGHTS)
         rep = Reproduction(orig_id, result.run_id, verdict, rows, warnings,
                            label=f"run {orig_id} ({original.info.run_name})",
                            weights_identical=None if not recorded else recorded == result.weights_sha256)
@@ -151,12 +153,12 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
 
     trials = [t for t in sweep_trials(client, run) if t.info.status == "FINISHED"]
     if not req.all:
-        best = run.data.tags.get("best_run_id")
+        best = run.data.tags.get(TAG_BEST_RUN_ID)
         if not best:
             raise ReproduceError(f"sweep {run.info.run_id} has no best trial (tag best_run_id: no trial converged, or "
                                  "the sweep has not reported yet); pass all=true to reproduce every trial")
         trial = get_run(client, best, uri)
-        echo(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its best trial {trial.data.tags.get('trial', '?')} "
+        echo(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its best trial {trial.data.tags.get(TAG_TRIAL, '?')} "
              f"({trial.info.run_name}) alone")
         return [_one(run_config(client, trial), trial, req, client, f"data.path of run {best}", echo, warn)]
     if not trials:
@@ -165,14 +167,14 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
     warn = _once(warn)  # the trials share their commit, versions and data: say it once
     reps = []
     for t in trials:
-        outcome = t.data.tags.get("outcome")
+        outcome = t.data.tags.get(TAG_OUTCOME)
         if outcome in ("pruned", "failed"):
-            echo(f"trial {t.data.tags.get('trial', '?')} ({t.info.run_name}): skipped, {outcome} "
+            echo(f"trial {t.data.tags.get(TAG_TRIAL, '?')} ({t.info.run_name}): skipped, {outcome} "
                  + ("(the pruner's decision depends on the other trials; alone it would train to the end)"
                     if outcome == "pruned" else "(no result to compare)"))
             continue
         rep = _one(run_config(client, t), t, req, client, f"data.path of run {t.info.run_id}", echo, warn, table=False)
-        rep.label = f"trial {t.data.tags.get('trial', '?')} ({t.info.run_name})"
+        rep.label = f"trial {t.data.tags.get(TAG_TRIAL, '?')} ({t.info.run_name})"
         reps.append(rep)
     echo("")
     echo(sweep_table(reps))

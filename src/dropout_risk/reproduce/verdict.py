@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from dropout_risk.format import fmt
+from dropout_risk.tracking.names import TAG_WEIGHTS
+
 NOT_COMPARED = ("time/",)  # wall-clock times differ run to run by nature
 
 
@@ -69,7 +72,7 @@ def compare_runs(original: dict[str, float], rerun: dict[str, float], original_t
         a, b = original_tags.get(tag), rerun_tags.get(tag)
         if a is not None or b is not None:
             rows.append(Row(tag, a, b, None, "exact" if a == b else "mismatch"))
-    a, b = original_tags.get("weights_sha256"), rerun_tags.get("weights_sha256")
+    a, b = original_tags.get(TAG_WEIGHTS), rerun_tags.get(TAG_WEIGHTS)
     if not a:
         rows.append(Row("weights_sha256", "not recorded", b, None, "not recorded"))
     else:
@@ -88,7 +91,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.10g}"
+        return fmt(value, 10, general=True)
     text = str(value)
     return text[:12] + "…" if len(text) > 13 else text
 

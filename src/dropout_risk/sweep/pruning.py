@@ -1,7 +1,7 @@
 """The pruning callback of a sweep's refine trials: validation log loss to Optuna each epoch.
 
-Kept apart from `sweep.py` so that the sweep's coordinator can create the study and its parent
-run before it imports Lightning (local workers start training meanwhile)."""
+A module of its own, imported inside run_trial, so that the sweep's coordinator can create the
+study and its parent run before it imports Lightning (local workers start training meanwhile)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import math
 
 import lightning.pytorch as pl
 import optuna
+
+from dropout_risk.tracking.names import VAL_LOG_LOSS
 
 
 class PruneOnValLoss(pl.Callback):
@@ -23,7 +25,7 @@ class PruneOnValLoss(pl.Callback):
         if not pl_module.val_history:
             return
         epoch = len(pl_module.val_history)
-        value = pl_module.val_history[-1].get("val/log_loss", float("nan"))
+        value = pl_module.val_history[-1].get(VAL_LOG_LOSS, float("nan"))
         if math.isfinite(value):
             self.trial.report(value, epoch)
             if self.trial.should_prune():

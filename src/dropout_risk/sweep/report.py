@@ -11,6 +11,15 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from dropout_risk.sweep.study import effective_trials
+from dropout_risk.tracking.names import (
+    DIVERGENCE_ARTIFACT,
+    DIVERGENCE_IMAGE_KEY,
+    GRID_ARTIFACT,
+    RELIABILITY_ARTIFACT,
+    SUMMARY_ARTIFACT,
+    TAG_BEST_RUN_ID,
+    optimizer_name,
+)
 from dropout_risk.tracking.run import Run
 
 SUMMARY_COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train_loss", "val_loss",
@@ -75,15 +84,13 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
     threshold = gd_threshold(lam) if lam is not None else None
     scan = frame[frame.phase == "scan"]
     boundary = observed_boundary(frame)
-    optim = str(cfg.optim._target_).rsplit(".", 1)[-1]
-
-    fig = divergence_chart(frame[frame.lr.notna()], threshold, optim, boundary)
-    run.log_image(fig, key="divergence", step=0, also_as="plots/divergence.png")
+    fig = divergence_chart(frame[frame.lr.notna()], threshold, optimizer_name(cfg), boundary)
+    run.log_image(fig, key=DIVERGENCE_IMAGE_KEY, step=0, also_as=DIVERGENCE_ARTIFACT)
     close(fig)
     diagrams = _scan_diagrams(run, scan)
     if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
-        run.log_written("plots/reliability_grid.png", lambda path: save_tiled_png(diagrams, 6, path))
-    run.log_text(frame.to_csv(index=False), "sweep_summary.csv")
+        run.log_written(GRID_ARTIFACT, lambda path: save_tiled_png(diagrams, 6, path))
+    run.log_text(frame.to_csv(index=False), SUMMARY_ARTIFACT)
 
     completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
     best = min(completed, key=lambda t: t.value) if completed else None
@@ -99,7 +106,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
             metrics["boundary/diverged_lr_over_gd_threshold"] = boundary[1] / threshold
     if best is not None:
         metrics.update(best_val_log_loss=best.value, best_lr=best.params["lr"])
-        run.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs.get("run_id", "")})
+        run.set_tags({"best_trial": str(best.number), TAG_BEST_RUN_ID: best.user_attrs.get("run_id", "")})
         if best.user_attrs.get("run_id"):
             run.client.set_tag(best.user_attrs["run_id"], "best", "true")
     run.log_metrics(metrics, flush=True)
@@ -123,7 +130,7 @@ def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list:
     for run_id in ids:
         if run_id not in found:
             continue
-        raw = artifact_bytes(found[run_id].info.artifact_uri, "plots/reliability_val.png", run.client.tracking_uri)
+        raw = artifact_bytes(found[run_id].info.artifact_uri, RELIABILITY_ARTIFACT, run.client.tracking_uri)
         if raw is not None:
             diagrams.append(Image.open(io.BytesIO(raw)))
     return diagrams

@@ -5,12 +5,12 @@ from __future__ import annotations
 import optuna
 
 
-def _retry_failed_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def retry_failed_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Heartbeat expired (worker died): re-enqueue the same trial so the planned count is reached."""
-    _enqueue_retry(study, trial)
+    enqueue_retry(study, trial)
 
 
-def _enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     # A scan trial is retried at its grid learning rate; a refine trial is sampled afresh.
     scan = trial.user_attrs.get("phase") == "scan"
     params = {"lr": trial.params.get("lr", trial.user_attrs.get("lr_planned"))} if scan else {}

@@ -1,4 +1,4 @@
-"""The Optuna study around train(): a learning-rate scan charted against 2/λ_max, then TPE
+"""run_sweep: the Optuna study around train(), a learning-rate scan charted against 2/λ_max, then TPE
 refinement inside the stable range the scan found.
 
 All planned trials are created up front as WAITING trials (the scan grid with fixed learning
@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from dropout_risk.config.saved import to_container
 from dropout_risk.errors import SweepError
 from dropout_risk.sweep.report import SweepResult, report, sharpness_at_init
 from dropout_risk.sweep.space import lr_range, validate_sweep
@@ -27,8 +26,9 @@ from dropout_risk.sweep.storage import make_storage
 from dropout_risk.sweep.study import close_orphan_runs, effective_trials, open_study, recover_dead_trials
 from dropout_risk.sweep.trial import act_as_coordinator, work
 from dropout_risk.sweep.workers import start_local_workers, stop_workers, threads_per_worker
-from dropout_risk.tracking.run import Run, flatten
-from dropout_risk.tracking.store import resolve_uri
+from dropout_risk.tracking.names import TAG_STUDY, TAG_SWEEP_ID, sweep_run_name
+from dropout_risk.tracking.run import Run
+from dropout_risk.tracking.store import client
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -81,7 +81,7 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
         study.set_user_attr("overrides", list(overrides))  # what each trial logs as its overrides
     run = _parent_run(cfg, study, parent_id, overrides)
     act_as_coordinator(s.role in ("auto", "coordinator"))
-    try:
+    with run.failing_on_error():
         # Only now torch and Lightning (seconds of imports): local workers already train meanwhile.
         import torch
 
@@ -110,14 +110,6 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
         result = report(cfg, study, run)
         run.end("FINISHED")
         return result
-    except (KeyboardInterrupt, SystemExit):
-        run.set_tags({"interrupted": "true"})
-        run.end("KILLED")
-        raise
-    except BaseException as exc:
-        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
-        run.end("FAILED")
-        raise
 
 
 def _wait_until_finished(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log, poll_s: float = 0.1,
@@ -143,25 +135,17 @@ def _wait_until_finished(cfg: DictConfig, study: optuna.Study, parent_run_id: st
 
 
 def _parent_run(cfg: DictConfig, study: optuna.Study, parent_id: str | None, overrides: list[str]) -> Run:
-    from mlflow import MlflowClient
-
     from dropout_risk.tracking.provenance import provenance_tags
 
     if parent_id:
-        client = MlflowClient(tracking_uri=resolve_uri(cfg.tracking.uri))
-        client.update_run(parent_id, status="RUNNING")
-        return Run(client, parent_id)
-    optim = str(cfg.optim._target_).rsplit(".", 1)[-1].lower()
-    lo, hi = lr_range(cfg)
+        store = client(cfg.tracking.uri)
+        store.update_run(parent_id, status="RUNNING")
+        return Run(store, parent_id)
     run = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
-                    f"sweep-{optim}-lr{lo:.0e}-{hi:.0e}-s{cfg.seed}",
-                    tags={"study": study.study_name, "sweep_kind": "lr_divergence", "seed": str(cfg.seed),
+                    sweep_run_name(cfg, *lr_range(cfg)),
+                    tags={TAG_STUDY: study.study_name, "sweep_kind": "lr_divergence", "seed": str(cfg.seed),
                           "mlflow.experimentKind": "custom_model_development", **provenance_tags()})
-    run.set_tags({"sweep_id": run.run_id})
+    run.set_tags({TAG_SWEEP_ID: run.run_id})
     study.set_user_attr("parent_run_id", run.run_id)
-    from dropout_risk.config.saved import saved_config_yaml
-
-    run.log_params(flatten(to_container(cfg)))
-    run.log_text(saved_config_yaml(cfg), "config/config.yaml")
-    run.log_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "config/overrides.yaml")
+    run.log_config(cfg, overrides)
     return run

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from dropout_risk.config.saved import to_container
 from dropout_risk.config.validate import validate
 from dropout_risk.errors import SweepError
-from dropout_risk.sweep.storage import _has_password
+from dropout_risk.sweep.storage import has_password
+from dropout_risk.tracking.names import optimizer_name
 
 
 def lr_range(cfg: DictConfig) -> tuple[float, float]:
@@ -36,7 +37,7 @@ def validate_sweep(cfg: DictConfig) -> None:
         raise SweepError("sweep.n_refine must be >= 0 and sweep.n_workers >= 1")
     if s.role not in ("auto", "coordinator", "worker", "report"):
         raise SweepError(f"sweep.role={s.role!r} is unknown: use auto (= coordinator), worker or report")
-    if s.storage and _has_password(s.storage):
+    if s.storage and has_password(s.storage):
         raise SweepError("sweep.storage contains a password: put it in the environment instead "
                          "(PGPASSWORD or ~/.pgpass for PostgreSQL) and drop it from the URL")
     if s.pruner.name not in ("median", "none"):
@@ -86,5 +87,4 @@ def trial_space(cfg: DictConfig) -> dict:
 
 def default_study_name(cfg: DictConfig) -> str:
     digest = hashlib.sha256(json.dumps(trial_space(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    optim = str(cfg.optim._target_).rsplit(".", 1)[-1].lower()
-    return f"lr-{optim}-{cfg.data.kind}-{digest}"
+    return f"lr-{optimizer_name(cfg).lower()}-{cfg.data.kind}-{digest}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 
 from dropout_risk.errors import SweepError
-from dropout_risk.sweep.retry import _retry_failed_trial
+from dropout_risk.sweep.retry import retry_failed_trial
 
 
 def make_storage(url: str | None, heartbeat_s: int = 10) -> optuna.storages.BaseStorage:
@@ -33,22 +33,22 @@ def make_storage(url: str | None, heartbeat_s: int = 10) -> optuna.storages.Base
     engine_kwargs = {} if scheme == "sqlite" else {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
     heartbeat = {} if scheme == "sqlite" else {
         "heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
-        "heartbeat_stale_trial_callback": _retry_failed_trial}
+        "heartbeat_stale_trial_callback": retry_failed_trial}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except Exception as exc:  # noqa: BLE001 - any connection failure becomes one line
         reason = str(exc).strip().splitlines()[0][:300]
-        raise SweepError(f"sweep.storage: cannot open {_redact(url)}: {reason}") from None
+        raise SweepError(f"sweep.storage: cannot open {redact(url)}: {reason}") from None
 
 
-def _has_password(url: str) -> bool:
+def has_password(url: str) -> bool:
     if "://" not in url or "@" not in url:
         return False
     creds = url.split("://", 1)[1].rsplit("@", 1)[0]
     return ":" in creds
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """Never print a password that came in a URL."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

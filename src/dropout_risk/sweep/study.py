@@ -11,16 +11,13 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from dropout_risk.errors import SweepError
-from dropout_risk.sweep.retry import _enqueue_retry
+from dropout_risk.sweep.retry import enqueue_retry
 from dropout_risk.sweep.space import default_study_name, lr_grid, lr_range, trial_space
-from dropout_risk.sweep.storage import _redact, make_storage
-from dropout_risk.tracking.store import resolve_uri
+from dropout_risk.sweep.storage import make_storage, redact
+from dropout_risk.tracking.names import TAG_ERROR, TAG_OUTCOME, TAG_TRIAL
+from dropout_risk.tracking.store import client
 
 RETRYABLE = ("interrupted", "worker_died")
-
-
-
-
 
 
 def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
@@ -29,13 +26,13 @@ def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
     s = cfg.sweep
     storage = make_storage(s.storage, s.heartbeat_s)
     name = s.study or default_study_name(cfg)
-    sampler, pruner = _sampler(cfg), _pruner(cfg)
+    sampler, pruner = make_sampler(cfg), make_pruner(cfg)
     space = trial_space(cfg)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
         if not create:
-            raise SweepError(f"sweep.study={name!r} does not exist in {_redact(str(s.storage or 'the journal file'))}; "
+            raise SweepError(f"sweep.study={name!r} does not exist in {redact(str(s.storage or 'the journal file'))}; "
                              "start the sweep first without sweep.role=worker") from None
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="minimize", load_if_exists=True)
@@ -91,7 +88,7 @@ def recover_dead_trials(study: optuna.Study, uri: str, parent_run_id: str | None
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get("outcome") in RETRYABLE and t.number not in retried:
-            _enqueue_retry(study, t)
+            enqueue_retry(study, t)
             n += 1
     if parent_run_id:
         close_orphan_runs(study, uri, parent_run_id)
@@ -100,17 +97,15 @@ def recover_dead_trials(study: optuna.Study, uri: str, parent_run_id: str | None
 
 def close_orphan_runs(study: optuna.Study, uri: str, parent_run_id: str) -> None:
     """Child runs still RUNNING whose trial is no longer running (its process died): KILLED."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(resolve_uri(uri))
-    parent = client.get_run(parent_run_id)
+    store = client(uri)
+    parent = store.get_run(parent_run_id)
     live = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    for run in client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
-        if run.data.tags.get("trial") not in live:
-            client.set_tag(run.info.run_id, "outcome", "failed")
-            client.set_tag(run.info.run_id, "error", "its worker process died")
-            client.set_terminated(run.info.run_id, "KILLED")
+    for run in store.search_runs([parent.info.experiment_id],
+                                 f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
+        if run.data.tags.get(TAG_TRIAL) not in live:
+            store.set_tag(run.info.run_id, TAG_OUTCOME, "failed")
+            store.set_tag(run.info.run_id, TAG_ERROR, "its worker process died")
+            store.set_terminated(run.info.run_id, "KILLED")
 
 
 def _alive(pid: int) -> bool:
@@ -138,11 +133,11 @@ def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial |
     return None
 
 
-def _sampler(cfg: DictConfig, salt: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: DictConfig, salt: int = 0) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=cfg.seed + salt, n_startup_trials=min(4, max(1, cfg.sweep.n_refine // 2)))
 
 
-def _pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     p = cfg.sweep.pruner
     if p.name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)

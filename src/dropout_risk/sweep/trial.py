@@ -13,8 +13,18 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from dropout_risk.format import fmt
 from dropout_risk.sweep.space import lr_range, search_space
 from dropout_risk.sweep.study import claim_trial, effective_trials, recover_dead_trials
+from dropout_risk.tracking.names import (
+    TAG_PHASE,
+    TAG_STUDY,
+    TAG_SWEEP_ID,
+    TAG_TRIAL,
+    TRAIN_LOSS_EPOCH,
+    VAL_LOG_LOSS,
+    trial_run_name,
+)
 
 _COORDINATOR = False  # set in the process that created/resumed the study (role=auto)
 
@@ -94,12 +104,12 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
         lo, hi = lr_range(cfg)
         lr = trial.suggest_float("lr", lo, hi, log=True)
     tcfg.optim.lr = lr
-    tcfg.tracking.run_name = f"{phase}-{trial.number:03d}-lr{lr:.3g}"
+    tcfg.tracking.run_name = trial_run_name(phase, trial.number, lr)
     trial_overrides = [*study.user_attrs.get("overrides", []), f"optim.lr={lr}",
                        *(f"{k}={OmegaConf.select(tcfg, k)}" for k in search_space(cfg))]
     OmegaConf.set_struct(tcfg, True)
     callbacks = [PruneOnValLoss(trial)] if phase == "refine" and s.pruner.name != "none" else []
-    tags = {"sweep_id": parent_run_id, "trial": str(trial.number), "phase": phase, "study": study.study_name}
+    tags = {TAG_SWEEP_ID: parent_run_id, TAG_TRIAL: str(trial.number), TAG_PHASE: phase, TAG_STUDY: study.study_name}
     t0 = time.perf_counter()
     try:
         result = train(tcfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks, overrides=trial_overrides)
@@ -116,8 +126,8 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     m = result.metrics
     attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(time.perf_counter() - t0, 3),
              "diverged_at_step": result.diverged_at_step,
-             "train_loss": _finite_or_none(m.get("train/loss_epoch", _last_finite(result.train_loss))),
-             "val_loss": _finite_or_none(m.get("val/log_loss")), "auroc": _finite_or_none(m.get("val/auroc")),
+             "train_loss": _finite_or_none(m.get(TRAIN_LOSS_EPOCH, _last_finite(result.train_loss))),
+             "val_loss": _finite_or_none(m.get(VAL_LOG_LOSS)), "auroc": _finite_or_none(m.get("val/auroc")),
              "ece": _finite_or_none(m.get("val/ece")), "brier": _finite_or_none(m.get("val/brier")),
              "val_loss_prior": _finite_or_none(m.get("val/log_loss_prior"))}
     if result.train_loss:
@@ -133,8 +143,8 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     else:
         study.tell(trial, state=TrialState.FAIL)
     detail = (f"diverged at step {result.diverged_at_step}" if result.outcome == "diverged"
-              else f"{result.outcome}  val log loss {_fmt(attrs['val_loss'])}  AUROC {_fmt(attrs['auroc'])}  "
-                   f"ECE {_fmt(attrs['ece'])}")
+              else f"{result.outcome}  val log loss {fmt(attrs['val_loss'])}  AUROC {fmt(attrs['auroc'])}  "
+                   f"ECE {fmt(attrs['ece'])}")
     log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g}  {detail}  ({attrs['duration_s']:.1f} s)")
 
 
@@ -144,10 +154,6 @@ def _finite_or_none(v) -> float | None:
 
 def _last_finite(values: list[float]) -> float | None:
     return next((v for v in reversed(values) if math.isfinite(v)), None)
-
-
-def _fmt(v) -> str:
-    return "nan" if v is None else f"{v:.4f}"
 
 
 def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) -> int:

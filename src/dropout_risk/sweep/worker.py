@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 
 from dropout_risk.sweep.space import default_study_name
 from dropout_risk.sweep.storage import make_storage
-from dropout_risk.sweep.study import _pruner, _sampler
+from dropout_risk.sweep.study import make_pruner, make_sampler
 from dropout_risk.sweep.trial import work
 
 
 def worker_process(cfg_container: dict, study_name: str | None, n_threads: int, wait_s: float = 300.0) -> None:
-    """Entry point of a spawned worker process (sweep_workers.start_local_workers). It is started
+    """Entry point of a spawned worker process (sweep.workers.start_local_workers). It is started
     before the coordinator has created the study, so its imports overlap the coordinator's; it
     waits for the study (`study_name`, None: the default name) and its parent run, then takes
     trials until none is waiting."""
@@ -44,8 +44,8 @@ def worker_process(cfg_container: dict, study_name: str | None, n_threads: int, 
     try:
         while True:
             try:
-                study = optuna.load_study(study_name=study_name, storage=storage, sampler=_sampler(cfg, os.getpid()),
-                                          pruner=_pruner(cfg))
+                study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(cfg, os.getpid()),
+                                          pruner=make_pruner(cfg))
                 if "parent_run_id" in study.user_attrs:
                     break
             except KeyError:

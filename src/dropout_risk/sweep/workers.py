@@ -4,9 +4,9 @@ Each worker pays ~5 s of imports (Lightning, torch, MLflow). pipelines/sweep.py 
 soon as the command line has composed (before the coordinator's own checks and imports), and
 the coordinator creates the study and its parent run before importing torch and Lightning, so
 the worker finds work the moment its imports are done (benchmarks/README.md). So this module
-imports nothing heavy; the worker imports `dropout_risk.sweep` itself, computes the study name
+imports nothing heavy; the worker imports `dropout_risk.sweep.worker` itself, computes the study name
 the coordinator will use and waits for the coordinator to create the study
-(sweep.worker_process).
+(sweep.worker.worker_process).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The tracking contract: run names, artifact paths, tag names; what writes and what reads agree here."""
+"""The tracking contract: run names, artifact paths, tag and metric names. What writes a run and
+what reads it back (sweep report, compare, reproduce, pitfalls, tests) agree because both use
+these. The README lists the ones users rely on (metrics, tags, artifacts)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,68 @@ import re
 
 from omegaconf import DictConfig
 
+# --- artifacts of a training run ---------------------------------------------------------------
+CONFIG_ARTIFACT = "config/config.yaml"  # the resolved config, runnable by Hydra again
+OVERRIDES_ARTIFACT = "config/overrides.yaml"
+PREDICTIONS_ARTIFACT = "predictions/predictions.npz"  # final val/test labels and logits
+MODEL_ARTIFACT = "model/model.pt"
+RELIABILITY_ARTIFACT = "plots/reliability_val.png"  # the final model's validation diagram
+CALIBRATION_ARTIFACT = "plots/reliability_calibration.png"  # before/after temperature scaling
+FLOW_ARTIFACT = "plots/backprop_flow.png"
+LAB_PAGE_ARTIFACT = "mechanism/index.html"
+RELIABILITY_IMAGE_KEY = "reliability/val"  # per-epoch diagrams in the UI's image grid
+# --- artifacts of a sweep's parent run ----------------------------------------------------------
+DIVERGENCE_ARTIFACT = "plots/divergence.png"
+DIVERGENCE_IMAGE_KEY = "divergence"
+GRID_ARTIFACT = "plots/reliability_grid.png"
+SUMMARY_ARTIFACT = "sweep_summary.csv"
+# --- artifacts of a reproduction ---------------------------------------------------------------
+REPORT_ARTIFACT = "reproduction/report.txt"
+
+# --- run tags -------------------------------------------------------------------------------------
+TAG_OUTCOME = "outcome"  # converged | diverged | pruned | failed
+TAG_DIVERGED_AT_STEP = "diverged_at_step"
+TAG_ERROR = "error"
+TAG_WEIGHTS = "weights_sha256"
+TAG_DATA_FINGERPRINT = "data_fingerprint"
+TAG_SWEEP_ID = "sweep_id"  # on a sweep's parent and every trial
+TAG_TRIAL = "trial"  # the Optuna trial number
+TAG_PHASE = "phase"  # scan | refine
+TAG_STUDY = "study"
+TAG_BEST_RUN_ID = "best_run_id"  # on a sweep's parent
+TAG_REPRODUCED_FROM = "reproduced_from"
+TAG_PITFALL = "pitfall"
+TAG_PITFALL_ROLE = "pitfall_role"  # pitfall | healthy
+
+# --- metrics read back by other parts -----------------------------------------------------------
+TRAIN_LOSS = "train/loss"  # per step
+TRAIN_LOSS_EPOCH = "train/loss_epoch"
+VAL_LOSS = "val/loss"  # the training loss function on the validation split
+VAL_LOG_LOSS = "val/log_loss"  # what the sweep optimises and the pruner watches
+LOSS_CURVES = (TRAIN_LOSS, VAL_LOSS)
+
+# --- run names ------------------------------------------------------------------------------------
+TRIAL_NAME = re.compile(r"^(scan|refine)-\d+-lr")
+
+
+def optimizer_name(cfg: DictConfig) -> str:
+    """The optimiser's class name ("AdamW", "SGD") from `optim._target_`."""
+    return str(cfg.optim._target_).rsplit(".", 1)[-1]
+
 
 def run_name(cfg: DictConfig) -> str:
+    """A single run: `tracking.run_name`, else optimiser, lr, widths and seed (`adamw-lr0.001-h64x32-s0`)."""
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
-    optim = str(cfg.optim._target_).rsplit(".", 1)[-1].lower()
     hidden = "x".join(str(h) for h in cfg.model.hidden)
-    return f"{optim}-lr{cfg.optim.lr:.3g}-h{hidden}-s{cfg.seed}"
+    return f"{optimizer_name(cfg).lower()}-lr{cfg.optim.lr:.3g}-h{hidden}-s{cfg.seed}"
 
 
-CONFIG_ARTIFACT = "config/config.yaml"
+def trial_run_name(phase: str, number: int, lr: float) -> str:
+    """A sweep trial (`scan-007-lr0.0123`); TRIAL_NAME recognises it."""
+    return f"{phase}-{number:03d}-lr{lr:.3g}"
 
 
-_TRIAL_NAME = re.compile(r"^(scan|refine)-\d+-lr")
+def sweep_run_name(cfg: DictConfig, lr_min: float, lr_max: float) -> str:
+    """A sweep's parent run (`sweep-adamw-lr1e-04-1e+01-s0`)."""
+    return f"sweep-{optimizer_name(cfg).lower()}-lr{lr_min:.0e}-{lr_max:.0e}-s{cfg.seed}"

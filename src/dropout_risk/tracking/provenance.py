@@ -16,12 +16,13 @@ import torch
 from omegaconf import DictConfig
 
 from dropout_risk.config.paths import PROJECT_ROOT
+from dropout_risk.tracking.names import TAG_DATA_FINGERPRINT
 
 
 def data_provenance_tags(fingerprint: dict) -> dict[str, str]:
     """`data_fingerprint` (JSON: sha256 of the file bytes, or generator version + parameters,
     plus the split) and its parts as separate tags, searchable in the UI."""
-    tags = {"data_fingerprint": json.dumps(fingerprint, sort_keys=True, default=str),
+    tags = {TAG_DATA_FINGERPRINT: json.dumps(fingerprint, sort_keys=True, default=str),
             "split_fingerprint": str(fingerprint.get("split", ""))}
     if "sha256" in fingerprint:
         tags["data_sha256"] = str(fingerprint["sha256"])
@@ -45,8 +46,6 @@ def weights_hash(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
 
 
 PACKAGES = ("torch", "lightning", "mlflow", "optuna", "numpy", "pandas", "scikit-learn", "hydra-core")

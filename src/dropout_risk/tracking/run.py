@@ -1,5 +1,5 @@
-"""Everything MLflow: store URIs, experiments, the run lifecycle, params, batched metrics,
-figures, the config artifact and provenance tags.
+"""One MLflow run and its lifecycle: params, the config, batched metrics, figures and files,
+and the one failure wrapper (FAILED on error, KILLED on Ctrl-C).
 
 We talk to MLflow through `MlflowClient` with an explicit tracking URI (no global active run),
 so several runs (a sweep's parent and its trials) can be open in one process, and Lightning's
@@ -13,17 +13,16 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from dropout_risk.tracking.store import get_experiment_id, resolve_uri
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
+from dropout_risk.tracking.names import CONFIG_ARTIFACT, OVERRIDES_ARTIFACT, TAG_ERROR
+from dropout_risk.tracking.store import client, get_experiment_id
 
 _BATCH = 1000  # MLflow accepts at most 1000 metrics (100 params) per log_batch request
 
@@ -59,13 +58,13 @@ class Run:
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
     ) -> Run:
-        client = MlflowClient(tracking_uri=resolve_uri(uri))
-        exp_id = get_experiment_id(client, experiment, artifact_location)
+        store = client(uri)
+        exp_id = get_experiment_id(store, experiment, artifact_location)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
-        return cls(client, run.info.run_id)
+        run = store.create_run(exp_id, run_name=run_name, tags=all_tags)
+        return cls(store, run.info.run_id)
 
     @property
     def experiment_id(self) -> str:
@@ -80,6 +79,17 @@ class Run:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         if items:
             self.client.log_batch(self.run_id, tags=items)
+
+    def log_config(self, cfg, overrides: Iterable[str] = ()) -> None:
+        """The resolved config as params and as a file Hydra can run again, and this
+        invocation's overrides."""
+        from omegaconf import OmegaConf
+
+        from dropout_risk.config.saved import saved_config_yaml, to_container
+
+        self.log_params(flatten(to_container(cfg)))
+        self.log_text(saved_config_yaml(cfg), CONFIG_ARTIFACT)
+        self.log_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), OVERRIDES_ARTIFACT)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0, flush: bool = False) -> None:
         ts = int(time.time() * 1000)
@@ -140,6 +150,29 @@ class Run:
             write(path)
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
+    @contextmanager
+    def failing_on_error(self, tags: dict[str, str] | None = None) -> Iterator[Run]:
+        """The one failure wrapper for runs: anything raised inside ends this run FAILED (Ctrl-C
+        or exit: KILLED, tagged interrupted=true), with the `error` tag and `tags`, and
+        propagates. Nothing raised leaves the run as it is."""
+        try:
+            yield self
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._close_failed("KILLED", {**(tags or {}), TAG_ERROR: f"interrupted ({type(exc).__name__})",
+                                          "interrupted": "true"})
+            raise
+        except BaseException as exc:
+            self._close_failed("FAILED", {**(tags or {}), TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]})
+            raise
+
+    def _close_failed(self, status: str, tags: dict[str, str]) -> None:
+        if self.ended:
+            return
+        try:
+            self.set_tags(tags)
+        finally:
+            self.end(status)
 
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close. Safe to call twice; never leaves the run RUNNING."""

@@ -9,16 +9,44 @@ from mlflow import MlflowClient
 
 from dropout_risk.errors import TrackingError
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store (relative to the working directory unless
+    absolute); None for any other store."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
 
 def resolve_uri(uri: str) -> str:
     """Make a relative `sqlite:///path` absolute (against the working directory), creating
     its folder, so that the store does not move when a process changes directory."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = Path(uri[len(prefix) :]).resolve()
+    path = sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        path = path.resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
+        return SQLITE + str(path)
     return uri
+
+
+def client(uri: str) -> MlflowClient:
+    """The one way this package opens a store: MlflowClient on the resolved URI."""
+    return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+def missing_store(uri: str) -> Path | None:
+    """The absolute path of a SQLite store file that does not exist yet (nothing was logged
+    there); None when the store exists or is not SQLite."""
+    path = sqlite_path(uri)
+    return path.resolve() if path is not None and not path.exists() else None
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """`artifacts/` beside a SQLite store's file; None for other stores (the server decides)."""
+    path = sqlite_path(uri)
+    return str(path.parent / "artifacts") if path is not None else None
 
 
 def resolve_artifact_location(location: str | None) -> str | None:

@@ -15,10 +15,17 @@ from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.plots.flow import backprop_flow
 from dropout_risk.plots.png import close
 from dropout_risk.plots.reliability import reliability_diagram
+from dropout_risk.tracking.names import (
+    FLOW_ARTIFACT,
+    LAB_PAGE_ARTIFACT,
+    RELIABILITY_ARTIFACT,
+    RELIABILITY_IMAGE_KEY,
+    optimizer_name,
+)
 from dropout_risk.tracking.run import Run
 
 
-def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
+def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
                      final_p: np.ndarray, verdict: str) -> None:
     """Per-epoch diagrams into the UI's image grid (key reliability/val), drawn after fit from
     the stored validation probabilities so plotting never slows training; the final one as
@@ -34,13 +41,13 @@ def _log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMo
         final = epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True)
         title = f"{name} · epoch {epoch}" + (f"\n{verdict}" if final else "")
         fig = reliability_diagram(y, module.val_probs[epoch - 1], title=title)
-        run.log_image(fig, key="reliability/val", step=epoch, also_as="plots/reliability_val.png" if final else None)
+        run.log_image(fig, key=RELIABILITY_IMAGE_KEY, step=epoch, also_as=RELIABILITY_ARTIFACT if final else None)
         if final:
             final_p = None
         close(fig)
     if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too
         fig = reliability_diagram(y, final_p, title=f"{name} · final (val)\n{verdict}")
-        run.log_figure(fig, "plots/reliability_val.png")
+        run.log_figure(fig, RELIABILITY_ARTIFACT)
         close(fig)
 
 
@@ -57,7 +64,7 @@ def page_student(cfg, dm: StudentDataModule) -> int:
     return student
 
 
-def _log_mechanism(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
+def log_mechanism(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
                    first_flow: dict[str, np.ndarray] | None) -> None:
     """plots/backprop_flow.png (training set, before the first step and after the last) and the
     mechanism lab page for one validation student (mechanism/index.html)."""
@@ -65,9 +72,9 @@ def _log_mechanism(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModu
     if first_flow is not None:
         last_flow = mechanism.flow_profile(mechanism.trace(module.net, module.loss_fn, x_train, y_train))
         fig = backprop_flow(first_flow, last_flow, mechanism.layer_names(len(module.net.hidden)),
-                                  ("before step 1", f"after step {module.steps_taken} (end)"),
-                                  f"{name} · backprop flow on the training set")
-        run.log_figure(fig, "plots/backprop_flow.png")
+                            ("before step 1", f"after step {module.steps_taken} (end)"),
+                            f"{name} · backprop flow on the training set")
+        run.log_figure(fig, FLOW_ARTIFACT)
         close(fig)
     if not cfg.mechanism.page:
         return
@@ -76,10 +83,10 @@ def _log_mechanism(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModu
     raw = dm.data.features.iloc[dm.splits["val"][student]][dm.feature_names].to_numpy(dtype=np.float64)
     data = mechanism.page_data(
         module.net, module.loss_fn, cfg.loss.name, x, y, raw, dm.feature_names,
-        student, float(cfg.optim.lr), str(cfg.optim._target_).rsplit(".", 1)[-1], cfg.model.activation, name,
+        student, float(cfg.optim.lr), optimizer_name(cfg), cfg.model.activation, name,
         run.run_id)
     numbers = [data["loss"], *data["grad_norms"], *data["weight_norms"]]
     if all(math.isfinite(v) for v in numbers):
-        run.log_text(render_page(data), "mechanism/index.html")
+        run.log_text(render_page(data), LAB_PAGE_ARTIFACT)
     else:  # a diverged network has no meaningful forward pass to show
         run.set_tags({"mechanism_page": "not drawn: the trained network's numbers are not finite"})

@@ -11,6 +11,7 @@ from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.plots.png import close
 from dropout_risk.plots.reliability import reliability_pair
+from dropout_risk.tracking.names import CALIBRATION_ARTIFACT
 from dropout_risk.tracking.run import Run
 
 
@@ -31,7 +32,7 @@ def evaluate(module: DropoutRiskModule, x: torch.Tensor, y: torch.Tensor, p_true
 CALIBRATED = ("log_loss", "brier", "ece", "ece_adaptive", "mce", "ece_true", "excess_log_loss")
 
 
-def _temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits: np.ndarray,
+def temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits: np.ndarray,
                          test_logits: np.ndarray, figure: bool = True) -> dict[str, float]:
     """Fit T on validation logits only; report calibrated val and test metrics and draw the
     reliability diagram before and after side by side."""
@@ -48,7 +49,7 @@ def _temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits:
     if not figure:
         return out
     fig = reliability_pair(val_y, apply_temperature(val_logits, 1.0), apply_temperature(val_logits, t),
-                                 titles=(f"{name} · val, before", f"after temperature scaling (T = {t:.3g})"))
-    run.log_figure(fig, "plots/reliability_calibration.png")
+                           titles=(f"{name} · val, before", f"after temperature scaling (T = {t:.3g})"))
+    run.log_figure(fig, CALIBRATION_ARTIFACT)
     close(fig)
     return out

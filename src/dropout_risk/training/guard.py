@@ -1,4 +1,9 @@
-"""The divergence guard: stop training at the step whose loss is non-finite or too large."""
+"""Divergence as an outcome: the guard that stops training at the step whose loss is non-finite
+or too large.
+
+Lightning trains on through NaN losses, and `EarlyStopping(check_finite=True)` only looks at
+epoch end, so this callback checks every step's loss.
+"""
 
 from __future__ import annotations
 

@@ -15,27 +15,32 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dropout_risk.analysis import mechanism
 from dropout_risk.analysis.metrics import bayes_metrics
-from dropout_risk.config.saved import saved_config_yaml, to_container
+from dropout_risk.config.saved import to_container
 from dropout_risk.config.validate import validate
 from dropout_risk.data.loaders import load_data
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.model.optim import optimizer_factory
-from dropout_risk.tracking.names import run_name
+from dropout_risk.tracking.names import (
+    MODEL_ARTIFACT,
+    PREDICTIONS_ARTIFACT,
+    TAG_DIVERGED_AT_STEP,
+    TAG_OUTCOME,
+    TAG_WEIGHTS,
+    run_name,
+)
 from dropout_risk.tracking.provenance import data_provenance_tags, device_tags, provenance_tags, weights_hash
-from dropout_risk.tracking.run import Run, flatten
+from dropout_risk.tracking.run import Run
 from dropout_risk.tracking.store import check_tracking
-from dropout_risk.training.artifacts import _log_mechanism, _log_reliability, page_student
-from dropout_risk.training.evaluate import _temperature_scaling, evaluate
+from dropout_risk.training.artifacts import log_mechanism, log_reliability, page_student
+from dropout_risk.training.evaluate import evaluate, temperature_scaling
 from dropout_risk.training.guard import DivergenceGuard
 from dropout_risk.training.recorder import StepLossRecorder
 from dropout_risk.training.validation import EpochValidation
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,23 +98,13 @@ def train(
     }
     run = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name,
                     tags=run_tags, parent_run_id=parent_run_id)
-    try:
+    with run.failing_on_error({TAG_OUTCOME: "failed"}):
         return _train_in_run(cfg, run, dm, name, resolved, overrides or [], callbacks or [])
-    except (KeyboardInterrupt, SystemExit) as exc:
-        run.set_tags({"outcome": "failed", "error": f"interrupted ({type(exc).__name__})"})
-        run.end("KILLED")
-        raise
-    except BaseException as exc:
-        run.set_tags({"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:5000]})
-        run.end("FAILED")
-        raise
 
 
 def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict,
                   overrides: list[str], callbacks: list[pl.Callback]) -> RunResult:
-    run.log_params(flatten(resolved))
-    run.log_text(saved_config_yaml(cfg), "config/config.yaml")
-    run.log_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "config/overrides.yaml")
+    run.log_config(cfg, overrides)
 
     torch.manual_seed(cfg.seed)  # initialisation
     module = DropoutRiskModule(
@@ -133,7 +128,7 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         devices=cfg.trainer.devices,
         deterministic=cfg.trainer.deterministic,
         callbacks=[EpochValidation(*dm.tensors["val"]), *([guard] if cfg.guard.enabled else []), recorder, *callbacks],
-        limit_val_batches=0,  # EpochValidation validates (model.py says why)
+        limit_val_batches=0,  # EpochValidation validates (training/validation.py says why)
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -171,26 +166,26 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         metrics.update({f"bayes/{k}": v for k, v in bayes_metrics(
             dm.tensors["test"][1].numpy().astype(np.int64), dm.p_true("test")).items()})
     if cfg.calibration.method == "temperature" and np.all(np.isfinite(val_logits)):
-        metrics.update(_temperature_scaling(run, dm, name, val_logits, test_logits, cfg.calibration.figure))
+        metrics.update(temperature_scaling(run, dm, name, val_logits, test_logits, cfg.calibration.figure))
     run.log_metrics(metrics, step=len(module.val_history), flush=True)
 
     t1 = time.perf_counter()
     verdict = (f"diverged at step {guard.diverged_at_step}" if diverged
                else f"{outcome} · ECE {metrics['val/ece']:.3f}")
-    _log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}")
-    _log_mechanism(run, cfg, module, dm, name, first_flow)
+    log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}")
+    log_mechanism(run, cfg, module, dm, name, first_flow)
     # Final predictions, so reports (compare's grid and curves) can redraw without re-running.
     pred = {"val_y": dm.tensors["val"][1].numpy().astype(np.int8), "val_logit": val_logits.astype(np.float32),
             "test_y": dm.tensors["test"][1].numpy().astype(np.int8), "test_logit": test_logits.astype(np.float32)}
     if dm.data.p_true is not None:
         pred.update(val_p_true=dm.p_true("val").astype(np.float32), test_p_true=dm.p_true("test").astype(np.float32))
-    run.log_arrays("predictions/predictions.npz", **pred)
+    run.log_arrays(PREDICTIONS_ARTIFACT, **pred)
     digest = weights_hash(module.net)
     if cfg.tracking.log_model:
         run.log_torch({"state_dict": module.net.state_dict(), "feature_names": dm.feature_names,
-                       "mean": dm.mean, "std": dm.std, "config": resolved}, "model/model.pt")
-    run.set_tags({"outcome": outcome, "weights_sha256": digest,
-                  **({"diverged_at_step": str(guard.diverged_at_step), "diverged_reason": guard.reason}
+                       "mean": dm.mean, "std": dm.std, "config": resolved}, MODEL_ARTIFACT)
+    run.set_tags({TAG_OUTCOME: outcome, TAG_WEIGHTS: digest,
+                  **({TAG_DIVERGED_AT_STEP: str(guard.diverged_at_step), "diverged_reason": guard.reason}
                      if diverged else {})})
     run.log_metrics({"time/report_s": time.perf_counter() - t1}, step=0, flush=True)
     run.end("FINISHED")

@@ -1,25 +1,17 @@
 """Fixtures shared by the tests: compose the real config once per test with small sizes, and
-a real MLflow store (SQLite + artifacts) in a temp folder."""
+a real MLflow store (SQLite + artifacts) in a temp folder. Plain helpers (paths, TINY,
+run_pipeline, ...) live in helpers.py."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
+from helpers import CONF, TINY
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from dropout_risk.config.schema import register_configs
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python"
-
 register_configs()
-
-# What every test run shrinks: a small cohort, few epochs.
-TINY = ["data.n_students=1200", "trainer.max_epochs=3", "data.batch_size=128", "model.hidden=[16,8]"]
 
 
 @pytest.fixture(scope="session")
@@ -44,26 +36,3 @@ def make_cfg(store):
             return compose(config, overrides=[*(TINY if tiny else []), *base, *overrides])
 
     return _make
-
-
-def run_pipeline(script: str, *args: str, cwd: Path, timeout: float = 300):
-    """Run a pipeline script as a user would; returns the CompletedProcess."""
-    import subprocess
-
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([PYTHON, str(ROOT / "pipelines" / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def chromium_path() -> str:
-    """Debian's chromium for the browser checks: skipped with a reason when it is missing, a
-    failure when DROPOUT_RISK_REQUIRE_SERVICES=1 (as in .ci/run)."""
-    import shutil
-
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("DROPOUT_RISK_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}, and DROPOUT_RISK_REQUIRE_SERVICES=1 requires the browser check")
-        pytest.skip(reason)
-    return path

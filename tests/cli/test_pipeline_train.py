@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import TINY, run_pipeline
-from data_fixtures import UCI_DROPOUT_CSV, shared_file, write_csv
+from helpers import TINY, UCI_DROPOUT_CSV, run_pipeline, shared_file, write_csv
 from mlflow import MlflowClient
 
 

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import CONF, TINY, run_pipeline
+from helpers import CONF, TINY, run_pipeline
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 

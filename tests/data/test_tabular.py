@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import STUDENT_MAT_CSV, UCI_DROPOUT_CSV, shared_file, write_csv
+from helpers import STUDENT_MAT_CSV, UCI_DROPOUT_CSV, shared_file, write_csv
 
 from dropout_risk.data.base import DataError, TabularData
 from dropout_risk.data.tabular import (
@@ -266,12 +266,38 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert "UTF-8" in error_of(lambda: load_csv(path, target="y", positive=1))
 
 
-def test_target_missing_suggests_close_matches(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "age,grade,Target\n1,2,Dropout\n3,4,Graduate\n")
-    message = error_of(lambda: load_csv(path, target="Targt", positive="Dropout"))
-    assert "'Targt' not found" in message and "data.target='Target'" in message and "'grade'" in message
-    message = error_of(lambda: load_csv(path, target="target", positive="Dropout"))
-    assert "data.target='Target'" in message
+@pytest.mark.parametrize(
+    ("text", "misspelt", "expected", "wrong_case", "suggestion"),
+    [
+        pytest.param(
+            "age,grade,Target\n1,2,Dropout\n3,4,Graduate\n",
+            {"target": "Targt", "positive": "Dropout"},
+            ["'Targt' not found", "data.target='Target'", "'grade'"],
+            {"target": "target", "positive": "Dropout"},
+            "data.target='Target'",
+            id="target_missing_suggests_close_matches",
+        ),
+        pytest.param(
+            "x,Target\n1,Graduate\n2,Dropout\n3,Graduate\n",
+            {"target": "Target", "positive": "Droput"},
+            ["'Droput' never occurs", "'Graduate' (2)", "'Dropout' (1)"],
+            {"target": "Target", "positive": "dropout"},
+            "data.positive='Dropout'",
+            id="positive_value_absent_lists_values",
+        ),
+    ],
+)
+def test_misspelt_name_lists_what_is_there_and_suggests_the_case(
+    tmp_path: Path, text: str, misspelt: dict, expected: list[str], wrong_case: dict, suggestion: str
+) -> None:
+    """A misspelt data.target / data.positive: the message lists what the file has; the right
+    name in the wrong case: the message suggests the exact spelling."""
+    path = write_csv(tmp_path, text)
+    message = error_of(lambda: load_csv(path, **misspelt))
+    for fragment in expected:
+        assert fragment in message
+    message = error_of(lambda: load_csv(path, **wrong_case))
+    assert suggestion in message
 
 
 def test_target_missing_truncates_a_long_column_list(tmp_path: Path) -> None:
@@ -279,14 +305,6 @@ def test_target_missing_truncates_a_long_column_list(tmp_path: Path) -> None:
     path = write_csv(tmp_path, header + "\n" + ",".join(["1"] * 41) + "\n")
     message = error_of(lambda: load_csv(path, target="label", positive=1))
     assert "more)" in message and "feature_39" not in message and len(message) < 600
-
-
-def test_positive_value_absent_lists_values(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "x,Target\n1,Graduate\n2,Dropout\n3,Graduate\n")
-    message = error_of(lambda: load_csv(path, target="Target", positive="Droput"))
-    assert "'Droput' never occurs" in message and "'Graduate' (2)" in message and "'Dropout' (1)" in message
-    message = error_of(lambda: load_csv(path, target="Target", positive="dropout"))
-    assert "data.positive='Dropout'" in message
 
 
 def test_label_all_one_class(tmp_path: Path) -> None:

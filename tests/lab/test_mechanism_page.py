@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import chromium_path
+from helpers import chromium_path
 
 from dropout_risk.lab.page import example_data, render_page
 from dropout_risk.training.train import train

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_pipeline
+from helpers import run_pipeline
 from scipy.stats import spearmanr
 
 from dropout_risk.config.validate import check_pipeline

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from conftest import CONF, TINY, run_pipeline
+from helpers import CONF, TINY, run_pipeline
 from hydra import compose, initialize_config_dir
 
 from dropout_risk.config.saved import load_config_text

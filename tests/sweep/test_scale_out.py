@@ -14,7 +14,7 @@ import uuid
 
 import optuna
 import pytest
-from conftest import PYTHON, ROOT
+from helpers import PYTHON, ROOT
 from mlflow import MlflowClient
 
 from dropout_risk.errors import SweepError

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import PYTHON, ROOT, TINY
+from helpers import PYTHON, ROOT, TINY
 
 from dropout_risk.errors import SweepError
 from dropout_risk.sweep.run import run_sweep

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF, ROOT, TINY, chromium_path
+from helpers import CONF, ROOT, TINY, chromium_path
 from hydra import compose, initialize_config_dir
 from PIL import Image
 

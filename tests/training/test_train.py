@@ -126,7 +126,7 @@ def test_failure_after_start_ends_failed(make_cfg, client, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(mod, "_log_reliability", boom)
+    monkeypatch.setattr(mod, "log_reliability", boom)
     with pytest.raises(RuntimeError):
         train(make_cfg(tiny=True))
     runs = client.search_runs([client.get_experiment_by_name("dropout-risk").experiment_id],

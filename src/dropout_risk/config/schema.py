@@ -4,6 +4,12 @@ cannot express are in config/validate.py and config/targets.py).
 The YAML files under `conf/` hold the defaults; these classes hold the *shape*. Because the
 schema is structured, a typo'd key (`optim.learning_rate=...`) or a wrong type
 (`trainer.max_epochs=ten`) fails while the config is composed, before any data is touched.
+
+A field's default here is either MISSING (`???`: the YAML always sets it) or exactly the YAML's
+value, for the keys some composition gets without the YAML that sets them: the `data.*` keys
+only one data option sets, the `sweep` group (only conf/sweep.yaml picks it; `sweep.*` overrides
+and the preset experiment=pitfall_lr_divergence on the training app build `sweep` from these
+defaults), `schema_version` and `tags`. tests/config/test_defaults.py holds every default to that.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "el
 
 @dataclass
 class DataConfig:
-    kind: str = "cohort"  # cohort | csv | uci_dropout
+    kind: str = MISSING  # cohort | csv | uci_dropout
     n_students: int = 20000  # cohort only
     path: str | None = None  # csv / uci_dropout
     target: str | None = None  # csv
@@ -35,59 +41,54 @@ class DataConfig:
     early_warning: bool = False  # uci_dropout: drop 2nd-semester columns (they leak the future)
     val_frac: float = 0.15
     test_frac: float = 0.15
-    batch_size: int = 256
+    batch_size: int = MISSING
 
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    activation: str = "relu"  # a name in dropout_risk.model.ACTIVATIONS
+    hidden: list[int] = MISSING
+    activation: str = MISSING  # a name in dropout_risk.model.ACTIVATIONS
 
 
 @dataclass
 class OptimConfig:
     _target_: str = MISSING
-    _partial_: bool = True
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    fused: bool | None = None  # None: torch's default; true: one fused kernel per step (CPU and CUDA)
+    _partial_: bool = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    fused: bool | None = MISSING  # None: torch's default; true: one fused kernel per step (CPU and CUDA)
     # Not optimizer arguments. zero_grad=false is the pitfall switch: it skips
     # optimizer.zero_grad(), so gradients accumulate across steps. scan_range is the learning-rate
     # range a divergence sweep scans by default for this optimiser.
-    zero_grad: bool = True
-    scan_range: list[float] = field(default_factory=lambda: [1e-4, 10.0])
+    zero_grad: bool = MISSING
+    scan_range: list[float] = MISSING
 
 
 @dataclass
-class AdamWConfig(OptimConfig):
-    _target_: str = "torch.optim.AdamW"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+class AdamWConfig(OptimConfig):  # conf/optim/adamw.yaml
+    betas: list[float] = MISSING
+    eps: float = MISSING
 
 
 @dataclass
-class SGDConfig(OptimConfig):
-    _target_: str = "torch.optim.SGD"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
+class SGDConfig(OptimConfig):  # conf/optim/sgd.yaml
+    momentum: float = MISSING
+    nesterov: bool = MISSING
 
 
 @dataclass
 class LossConfig:
-    name: str = "bce"  # bce: BCE-with-logits | mse: MSE on the predicted probability
+    name: str = MISSING  # bce: BCE-with-logits | mse: MSE on the predicted probability
 
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 20
-    accelerator: str = "cpu"  # cpu | gpu | auto
-    devices: int = 1
-    deterministic: bool = True
-    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    progress_bar: bool = False
+    max_epochs: int = MISSING
+    accelerator: str = MISSING  # cpu | gpu | auto
+    devices: int = MISSING
+    deterministic: bool = MISSING
+    num_threads: int = MISSING  # torch intra-op threads; 0 keeps torch's default
+    progress_bar: bool = MISSING
 
 
 @dataclass
@@ -95,47 +96,50 @@ class GuardConfig:
     """Divergence guard: stop at the step where the loss is non-finite or exceeds
     `factor` times the first step's loss."""
 
-    enabled: bool = True
-    factor: float = 10.0
+    enabled: bool = MISSING
+    factor: float = MISSING
 
 
 @dataclass
 class MechanismConfig:
     """Backprop made visible (dropout_risk.analysis.mechanism)."""
 
-    grad_norm: bool = True  # train/grad_norm: the norm of the gradient each step used
-    every_n_steps: int = 25  # mechanism/act|error|grad/l{l} every N steps (from step 1); 0: off
-    figure: bool = True  # plots/backprop_flow.png: layer magnitudes at the start and end of training
-    page: bool = True  # mechanism/index.html: the mechanism lab page for one validation student
-    student: int | None = None  # that student's row in the validation split; None: the first who dropped out
+    grad_norm: bool = MISSING  # train/grad_norm: the norm of the gradient each step used
+    every_n_steps: int = MISSING  # mechanism/act|error|grad/l{l} every N steps (from step 1); 0: off
+    figure: bool = MISSING  # plots/backprop_flow.png: layer magnitudes at the start and end of training
+    page: bool = MISSING  # mechanism/index.html: the mechanism lab page for one validation student
+    student: int | None = MISSING  # that student's row in the validation split; None: the first who dropped out
 
 
 @dataclass
 class PitfallConfig:
     """Set by the presets conf/experiment/pitfall_*.yaml (dropout_risk.pitfalls)."""
 
-    name: str | None = None  # None: an ordinary run
-    pipeline: str = "train"  # train | sweep: the pipeline that runs the preset
-    counterpart: list[str] = field(default_factory=list)  # key=value overrides that make the healthy run
-    out_dir: str | None = None  # the comparison's folder; None: compare_out/pitfall-<name>-<time>
+    name: str | None = MISSING  # None: an ordinary run
+    pipeline: str = MISSING  # train | sweep: the pipeline that runs the preset
+    counterpart: list[str] = MISSING  # key=value overrides that make the healthy run
+    out_dir: str | None = MISSING  # the comparison's folder; None: compare_out/pitfall-<name>-<time>
 
 
 @dataclass
 class CalibrationConfig:
-    method: str = "temperature"  # temperature: one T fitted on validation logits | none
-    figure: bool = True  # plots/reliability_calibration.png (before/after side by side)
+    method: str = MISSING  # temperature: one T fitted on validation logits | none
+    figure: bool = MISSING  # plots/reliability_calibration.png (before/after side by side)
 
 
 @dataclass
 class TrackingConfig:
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_location: str | None = "mlruns/artifacts"  # None: the server decides
-    experiment: str = "dropout-risk"
-    run_name: str | None = None  # None: named from optimiser, lr, seed
-    log_model: bool = True
-    reliability_every_n_epochs: int = 1
+    uri: str = MISSING
+    artifact_location: str | None = MISSING  # None: the server decides
+    experiment: str = MISSING
+    run_name: str | None = MISSING  # None: named from optimiser, lr, seed
+    log_model: bool = MISSING
+    reliability_every_n_epochs: int = MISSING
 
 
+# The sweep group keeps its values (those of conf/sweep/default.yaml): only conf/sweep.yaml picks
+# the group, and `sweep.*` overrides or the preset experiment=pitfall_lr_divergence on the training
+# app build `sweep` from these defaults.
 @dataclass
 class PrunerConfig:
     name: str = "median"  # median | none (refine trials only; the scan is never pruned)
@@ -162,7 +166,7 @@ class SweepConfig:
 @dataclass
 class Config:
     schema_version: int = SCHEMA_VERSION
-    seed: int = 0
+    seed: int = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = MISSING
@@ -175,6 +179,44 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags
     sweep: SweepConfig | None = None  # set by pipelines/sweep.py (conf/sweep.yaml)
+
+
+# The compare app's request (conf/compare.yaml, which sets every key).
+@dataclass
+class CompareTrackingConfig:
+    uri: str = MISSING
+    artifact_location: str | None = MISSING  # for a new comparison experiment; None: `artifacts/` beside a SQLite store
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = MISSING  # run ids
+    sweep: str | None = MISSING  # a sweep's parent run id: all its trials
+    filter: str | None = MISSING  # an MLflow search filter
+    experiment: str | None = MISSING  # restrict sweep/filter to one experiment (name or id)
+    max_runs: int = MISSING
+    out_dir: str = MISSING
+    tracking: CompareTrackingConfig = field(default_factory=CompareTrackingConfig)
+    log_to_mlflow: bool = MISSING
+    comparison_experiment: str = MISSING
+
+
+# The reproduce app's request (conf/reproduce.yaml, which sets every key).
+@dataclass
+class ReproduceTrackingConfig:
+    uri: str = MISSING  # the store the original run is in; the re-run goes there too
+    artifact_location: str | None = MISSING  # for a new experiment only; None: the original's, or beside SQLite
+
+
+@dataclass
+class ReproduceConfig:
+    run_id: str | None = MISSING  # a run (or a sweep's parent run) to re-run
+    config: str | None = MISSING  # a config file to re-run (with run_id: compared with that run)
+    tolerance: float = MISSING  # 0: exact; else |re-run - original| <= tolerance * max(1, |original|)
+    allow_data_change: bool = MISSING  # re-run even if the data's fingerprint differs from the run's
+    all: bool = MISSING  # sweep parent: every trial, not only the best
+    data_path: str | None = MISSING  # the data file at another path (its sha256 is still checked)
+    tracking: ReproduceTrackingConfig = field(default_factory=ReproduceTrackingConfig)
 
 
 def register_configs() -> None:
@@ -190,44 +232,6 @@ def register_configs() -> None:
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
     cs.store(group="calibration", name="calibration_schema", node=CalibrationConfig)
     cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
-    from dropout_risk.config.schema import (
-        ReproduceConfig,  # the reproduce app's request (conf/reproduce.yaml)
-    )
+    cs.store(name="reproduce_schema", node=ReproduceConfig)  # the reproduce app's request (conf/reproduce.yaml)
+    # compare_schema (CompareConfig) is stored by dropout_risk.compare.request.register_compare_config
 
-    cs.store(name="reproduce_schema", node=ReproduceConfig)
-
-
-@dataclass
-class CompareTrackingConfig:
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_location: str | None = None  # for a new comparison experiment; None: `artifacts/` beside a SQLite store
-
-
-@dataclass
-class CompareConfig:
-    runs: list[str] = field(default_factory=list)  # run ids
-    sweep: str | None = None  # a sweep's parent run id: all its trials
-    filter: str | None = None  # an MLflow search filter
-    experiment: str | None = None  # restrict sweep/filter to one experiment (name or id)
-    max_runs: int = 32
-    out_dir: str = "compare_out"
-    tracking: CompareTrackingConfig = field(default_factory=CompareTrackingConfig)
-    log_to_mlflow: bool = True
-    comparison_experiment: str = "dropout-risk-comparisons"
-
-
-@dataclass
-class ReproduceTrackingConfig:
-    uri: str = "sqlite:///mlruns/mlflow.db"  # the store the original run is in; the re-run goes there too
-    artifact_location: str | None = None  # for a new experiment only; None: the original's, or beside SQLite
-
-
-@dataclass
-class ReproduceConfig:
-    run_id: str | None = None  # a run (or a sweep's parent run) to re-run
-    config: str | None = None  # a config file to re-run (with run_id: compared with that run)
-    tolerance: float = 0.0  # 0: exact; else |re-run - original| <= tolerance * max(1, |original|)
-    allow_data_change: bool = False  # re-run even if the data's fingerprint differs from the run's
-    all: bool = False  # sweep parent: every trial, not only the best
-    data_path: str | None = None  # the data file at another path (its sha256 is still checked)
-    tracking: ReproduceTrackingConfig = field(default_factory=ReproduceTrackingConfig)

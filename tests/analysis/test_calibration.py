@@ -36,6 +36,26 @@ def test_uniform_bins_counts_means_and_edges() -> None:
     assert bins.frac_pos[k] == pytest.approx(y[inside].mean())
 
 
+def test_a_prediction_on_a_bin_edge_opens_the_next_bin() -> None:
+    """Uniform bins are [k/15, (k+1)/15), the last one closed: p == k/15 exactly (0.2 is 3/15)
+    belongs to bin k, the largest float below it to bin k - 1, and p == 1.0 to bin 14."""
+    edges = np.arange(16) / 15
+    np.testing.assert_array_equal(reliability_bins([0, 1], [0.2, 0.7]).edges, np.linspace(0, 1, 16))
+    np.testing.assert_array_equal(edges, np.linspace(0, 1, 16))  # the same floats as the bins' edges
+    assert edges[3] == 0.2
+    cases = [(k / 15, min(k, 14)) for k in range(16)]
+    cases += [(np.nextafter(k / 15, 0.0), k - 1) for k in range(1, 16)]
+    cases += [(0.2, 3), (np.nextafter(0.2, 1.0), 3), (0.0, 0)]
+    for p, expected in cases:
+        counts = reliability_bins([1], [p]).counts
+        assert counts.tolist() == [int(k == expected) for k in range(15)], (p, expected)
+    # all sixteen edges at once: one per bin, and the last bin also holds 1.0
+    bins = reliability_bins(np.zeros(16, dtype=int), edges)
+    assert bins.counts.tolist() == [1] * 14 + [2]
+    np.testing.assert_array_equal(bins.mean_pred[:14], edges[:14])
+    assert bins.mean_pred[14] == pytest.approx((14 / 15 + 1.0) / 2)
+
+
 def test_empty_bins_have_zero_count_and_nan_means() -> None:
     bins = reliability_bins([0, 1, 1], [0.0, 1.0, 1.0], n_bins=15)
     assert bins.counts.tolist() == [1] + [0] * 13 + [2]

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from dropout_risk.analysis import mechanism
+from dropout_risk.data.loaders import load_data
+from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.losses import loss_function
 from dropout_risk.model.mlp import MLP
 from dropout_risk.training.train import train
@@ -48,6 +50,50 @@ def test_chain_rule_by_hand_matches_autograd(activation, loss_name) -> None:
     assert all(param.grad is None for param in net.parameters())
 
 
+def _norms_by_autograd(net: MLP, loss_fn, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """The logged mechanism numbers of one step, from their definitions: act/l = RMS over the
+    batch of ||h_l||, error/l = RMS of each student's ||dloss_b/dz_l|| (= batch x dL/dz_l),
+    grad/l = ||dL/dW_l||_F; and train/grad_norm = ||dL/dtheta|| over every parameter. Written
+    out layer by layer with torch.autograd.grad, independently of mechanism.trace."""
+    h, hs, zs = x, [x], []
+    for layer in net.hidden:
+        z = layer(h)
+        h = net.act(z)
+        zs.append(z)
+        hs.append(h)
+    zs.append(net.out(h))
+    hs.append(torch.sigmoid(zs[-1]))
+    loss = loss_fn(zs[-1].squeeze(-1), y)
+    params = list(net.parameters())
+    grads = torch.autograd.grad(loss, zs + params)
+    dz, dparams = grads[: len(zs)], dict(zip([id(p) for p in params], grads[len(zs):], strict=True))
+    n = x.shape[0]
+
+    def rms(t: torch.Tensor) -> float:
+        return math.sqrt(float((t.detach().double() ** 2).sum(dim=1).mean()))
+
+    out = {f"mechanism/act/l{i}": rms(t) for i, t in enumerate(hs)}
+    out.update({f"mechanism/error/l{i}": rms(n * g) for i, g in enumerate(dz, start=1)})
+    out.update({f"mechanism/grad/l{i}": float(torch.linalg.norm(dparams[id(layer.weight)].double()))
+                for i, layer in enumerate(net.layers, start=1)})
+    out["train/grad_norm"] = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads[len(zs):]))
+    out["train/loss"] = float(loss.detach())
+    return out
+
+
+def test_layer_norms_match_their_definitions() -> None:
+    torch.manual_seed(2)
+    net = MLP(5, [6, 4], "tanh")
+    x, y = torch.randn(11, 5), (torch.rand(11) < 0.5).float()
+    expected = _norms_by_autograd(net, loss_function("bce"), x, y)
+    got = mechanism.layer_norms(mechanism.trace(net, loss_function("bce"), x, y))
+    assert set(got) == {k for k in expected if k.startswith("mechanism/")}
+    for name, value in got.items():
+        assert value == pytest.approx(expected[name], rel=1e-5), name
+    # the numbers are not degenerate: every layer's differ
+    assert len({round(v, 6) for v in got.values()}) == len(got)
+
+
 def test_norms_of_one_student_factorise() -> None:
     """For one student dL/dW_l = delta_l h_{l-1}^T is an outer product, so the logged norms obey
     grad/l = error/l x act/l-1 exactly; for a batch, grad/l is at most that (Cauchy-Schwarz)."""
@@ -63,9 +109,11 @@ def test_norms_of_one_student_factorise() -> None:
 
 
 def test_a_run_logs_mechanism_metrics(make_cfg, client) -> None:
-    """Every 5 steps, per layer: finite act (l0..l3), error and grad (l1..l3); the gradient norm
-    every step; the backprop-flow figure and the lab page as artifacts."""
-    result = train(make_cfg("mechanism.every_n_steps=5"))
+    """Every 5 steps, per layer: finite act (l0..l3), error and grad (l1..l3), step 1's equal to
+    their definitions; the gradient norm every step; the lab page as an artifact (the
+    backprop-flow figure and the per-epoch diagrams are left out: tests/training draws them)."""
+    cfg = make_cfg("mechanism.every_n_steps=5", "mechanism.figure=false", "tracking.reliability_every_n_epochs=1000")
+    result = train(cfg)
     run = client.get_run(result.run_id)
     names = {k for k in run.data.metrics if k.startswith("mechanism/")}
     assert names == {*(f"mechanism/act/l{i}" for i in range(4)),
@@ -75,9 +123,21 @@ def test_a_run_logs_mechanism_metrics(make_cfg, client) -> None:
     for name in names:
         history = client.get_metric_history(result.run_id, name)
         assert [m.step for m in history] == list(range(1, n_steps + 1, 5))
-        assert all(math.isfinite(m.value) and m.value >= 0 for m in history)
+        assert all(math.isfinite(m.value) and m.value > 0 for m in history)
     grad_norm = client.get_metric_history(result.run_id, "train/grad_norm")
     assert len(grad_norm) == n_steps and all(math.isfinite(m.value) and m.value > 0 for m in grad_norm)
+    # step 1's numbers exactly: the initial network (seeded as train() seeds it) on the first
+    # training batch (the data module's first shuffle), recomputed from the definitions
+    dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
+    x, y = next(iter(dm.train_dataloader()))
+    torch.manual_seed(cfg.seed)
+    net = MLP(dm.n_features, list(cfg.model.hidden), cfg.model.activation)
+    expected = _norms_by_autograd(net, loss_function(cfg.loss.name), x, y)
+    assert result.train_loss[0] == pytest.approx(expected["train/loss"], rel=1e-6)  # the same batch
+    for name in [*names, "train/grad_norm"]:
+        first = client.get_metric_history(result.run_id, name)[0]
+        assert first.step == 1
+        assert first.value == pytest.approx(expected[name], rel=1e-5), name
     # with zero_grad the step's gradient is the batch's: its norm is bounded by the factorised norms
     steps = {m.step: m.value for m in client.get_metric_history(result.run_id, "mechanism/grad/l3")}
     errors = {m.step: m.value for m in client.get_metric_history(result.run_id, "mechanism/error/l3")}

@@ -1,19 +1,44 @@
 """pipelines/train.py as a user runs it: exit codes, printed lines, one-line errors, and
-nothing left RUNNING."""
+nothing left RUNNING.
+
+Two tests run the script in a new process, for the real process path (preflight, Hydra's main,
+run_cli, the exit code): a good run end to end and a bad input. The other bad inputs run the same
+functions in-process (a new process costs ~10 s of imports): configuration errors through
+preflight(argv=...), which the script calls before Hydra; data errors through the script's job
+(check_pipeline, train) inside run_cli, the formatter that turns them into `error: ...`, exit 2.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from helpers import TINY, UCI_DROPOUT_CSV, run_pipeline, shared_file, write_csv
 from mlflow import MlflowClient
 
+from dropout_risk.cli.preflight import preflight
+from dropout_risk.cli.run import run_cli
+from dropout_risk.config.validate import check_pipeline
+from dropout_risk.training.train import train
+
 
 def _store_args(tmp_path):
     return [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts"]
 
 
+def _run_count(client: MlflowClient) -> int:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(experiments, max_results=5000)) if experiments else 0
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- in a new process
 def test_train_script_end_to_end(tmp_path):
     proc = run_pipeline("train.py", "optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]", *TINY[:1],
                         "trainer.max_epochs=3", *_store_args(tmp_path), cwd=tmp_path)
@@ -32,6 +57,20 @@ def test_train_script_end_to_end(tmp_path):
     assert not (tmp_path / "outputs").exists()  # Hydra writes no output folders
 
 
+def test_bad_input_in_a_new_process_is_one_line_exit_2_and_leaves_no_run(tmp_path):
+    """A data error raised after the heavy imports, inside Hydra's main: run_cli's one line and
+    exit code 2 reach the shell, and no run is created."""
+    args = ["data=csv", "data.path=/no/such.csv", "data.target=y", "data.positive=1"]
+    proc = run_pipeline("train.py", *args, *_store_args(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = _one_error_line(proc.stderr)
+    assert "/no/such.csv" in line and "no such file" in line
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        assert _run_count(client) == 0
+
+
+# --------------------------------------------------------------------------- in-process
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -39,32 +78,76 @@ def test_train_script_end_to_end(tmp_path):
         (["optim=adam"], "optim=adam is not an option: choose one of adamw, sgd"),
         (["trainer.max_epochs=ten"], "trainer.max_epochs"),
         (["optim.lr=-1"], "optim.lr=-1.0 must be > 0"),
-        (["data=csv", "data.path=/no/such.csv", "data.target=y", "data.positive=1"], "no such file"),
+        (["experiment=pitfall_lr_divergence"], "is a sweep preset: run python pipelines/sweep.py"),
     ],
 )
-def test_bad_input_is_one_line_and_leaves_no_run(tmp_path, args, needle):
-    proc = run_pipeline("train.py", *args, *_store_args(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert needle in lines[0]
-    if (tmp_path / "mlflow.db").exists():
-        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+def test_bad_config_is_one_line_exit_2_and_leaves_no_run(capsys, client, store, args, needle):
+    before = _run_count(client)
+    capsys.readouterr()  # what opening the store logged (the first test of a session creates its tables)
+    with pytest.raises(SystemExit) as info:
+        preflight(argv=[*args, f"tracking.uri={store['uri']}", f"tracking.artifact_location={store['artifacts']}"])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert needle in _one_error_line(err) and out == ""
+    assert _run_count(client) == before
 
 
-def test_uci_file_trains(tmp_path):
-    path = shared_file(UCI_DROPOUT_CSV)
-    proc = run_pipeline("train.py", "data=uci_dropout", f"data.path={path}", "data.early_warning=true",
-                        "trainer.max_epochs=3", *_store_args(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "outcome: converged" in proc.stdout
+def test_a_good_config_passes_preflight(capsys, store):
+    preflight(argv=["optim=sgd", "optim.lr=0.3", f"tracking.uri={store['uri']}"])  # returns: Hydra's turn
+    assert capsys.readouterr() == ("", "")
 
 
-def test_constant_feature_in_csv_is_refused(tmp_path):
+def _train_job(cfg):
+    """pipelines/train.py's job for an ordinary run."""
+
+    def job() -> None:
+        check_pipeline(cfg, "train")
+        train(cfg)
+
+    return job
+
+
+def _csv_with_constant_column(tmp_path):
     rows = "\n".join(f"{i % 7},{5},{i % 2}" for i in range(200))
-    path = write_csv(tmp_path, "a,b,label\n" + rows + "\n")
-    proc = run_pipeline("train.py", "data=csv", f"data.path={path}", "data.target=label", "data.positive=1",
-                        *_store_args(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "constant" in proc.stderr and "data.drop_columns" in proc.stderr
+    return write_csv(tmp_path, "a,b,label\n" + rows + "\n")
+
+
+def _csv_of_one_class(tmp_path):
+    return write_csv(tmp_path, "a,label\n1,0\n2,0\n3,0\n")
+
+
+@pytest.mark.parametrize(
+    "data, needles",
+    [
+        pytest.param(lambda tmp: ["data.path=/no/such.csv", "data.target=y", "data.positive=1"],
+                     ["/no/such.csv", "no such file", "data.path="], id="missing-file"),
+        pytest.param(lambda tmp: [f"data.path={_csv_with_constant_column(tmp)}", "data.target=label",
+                                  "data.positive=1"], ["feature(s) b are constant", "data.drop_columns"], id="constant-feature"),
+        pytest.param(lambda tmp: [f"data.path={_csv_of_one_class(tmp)}", "data.target=label", "data.positive=1"],
+                     ["'1' never occurs", "data.positive"], id="positive-absent"),
+    ],
+)
+def test_bad_data_is_one_line_exit_2_and_leaves_no_run(capsys, make_cfg, client, tmp_path, data, needles):
+    args = ["data=csv", *data(tmp_path)]
+    preflight(argv=args)  # the config itself is fine: the file is the problem
+    cfg = make_cfg(*args)
+    before = _run_count(client)
+    capsys.readouterr()  # what preflight and opening the store printed
+    with pytest.raises(SystemExit) as info:
+        run_cli(_train_job(cfg))
+    assert info.value.code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    for needle in needles:
+        assert needle in line, line
+    assert _run_count(client) == before
+
+
+def test_uci_file_trains(make_cfg, client):
+    path = shared_file(UCI_DROPOUT_CSV)
+    result = train(make_cfg("data=uci_dropout", f"data.path={path}", "data.early_warning=true",
+                            "trainer.max_epochs=3", tiny=False))
+    assert result.outcome == "converged"
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "converged"
+    fingerprint = json.loads(run.data.tags["data_fingerprint"])
+    assert fingerprint["path"] == str(path) and fingerprint["rows"] == 4424 and fingerprint["early_warning"] is True

@@ -39,8 +39,19 @@ def _new_run_ids(lines: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict[str, str]:
+    """This module's own MLflow store (it overrides conftest's session store here, so make_cfg and
+    client use it too): reproduce config=... finds the original by its config among the runs of
+    the store, and in the session store another module's run of the same config could be the
+    oldest. Here the only training runs of `original`'s config are it and its reproductions, in
+    any test order and with any other modules in the same worker."""
+    root = tmp_path_factory.mktemp("reproduce-mlruns")
+    return {"uri": f"sqlite:///{root}/mlflow.db", "artifacts": str(root / "artifacts"), "root": str(root)}
+
+
+@pytest.fixture(scope="module")
 def original(store):
-    """One trained run for the module (seed 5, so it differs from other modules' runs)."""
+    """One trained run for the module."""
     result = train(_compose(store, "seed=5"), overrides=["seed=5"])
     return result
 

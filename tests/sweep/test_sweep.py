@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 from helpers import PYTHON, ROOT, TINY
+from optuna.trial import TrialState
 
 from dropout_risk.errors import SweepError
 from dropout_risk.sweep.run import run_sweep
@@ -85,18 +86,6 @@ def test_sweep_end_to_end(make_cfg, client, tmp_path):
     assert len(again.summary) == 7 and again.parent_run_id == result.parent_run_id
 
 
-def test_two_workers_reach_the_planned_count(make_cfg, client, tmp_path):
-    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=two", "sweep.n_workers=2", "sweep.n_scan=6",
-                     "data.n_students=8000", "trainer.max_epochs=20")  # trials long enough for the second worker to start
-    result = run_sweep(cfg, log=lambda _: None)
-    study = optuna.load_study(study_name="two", storage=make_storage(f"journal://{tmp_path}/journal.log"))
-    trials = study.get_trials()
-    assert len(trials) == 8  # planned, none lost or duplicated
-    assert sorted(t.params["lr"] for t in trials if t.user_attrs["phase"] == "scan") == lr_grid(0.01, 1e4, 6)
-    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes worked
-    assert result.summary.run_id.is_unique
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     journal = tmp_path / "journal.log"
@@ -124,7 +113,17 @@ def test_resume_after_sigkill(tmp_path):
     assert "re-enqueued" in rerun.stdout
     study = optuna.load_study(study_name="crash", storage=make_storage(f"journal://{journal}"))
     eff = effective_trials(study)
-    assert len(eff) == 8 and all(t.state.is_finished() for t in eff)
+    assert len(eff) == 8
+    for t in eff:  # a real outcome for each: FAIL only where the scan diverged, never a dead worker's trial
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+            t.state == TrialState.FAIL and t.user_attrs.get("outcome") == "diverged"), (t.number, t.state, t.user_attrs)
+    killed = [t for t in study.get_trials() if t.user_attrs.get("outcome") == "worker_died"]
+    assert killed, "no trial was marked as its worker's death"
+    for dead in killed:  # each re-enqueued once, at its learning rate, and that retry is what counts
+        retries = [t for t in eff if t.user_attrs.get("retry_of") == dead.number]
+        assert len(retries) == 1 and dead.number not in {t.number for t in eff}
+        if dead.user_attrs.get("phase") == "scan":
+            assert retries[0].params["lr"] == dead.params.get("lr", dead.user_attrs["lr_planned"])
     numbers = [t.number for t in study.get_trials()]
     assert len(numbers) == len(set(numbers))
     assert sorted(t.params["lr"] for t in eff if t.user_attrs["phase"] == "scan") == lr_grid(0.01, 1e4, 6)
@@ -182,6 +181,7 @@ def _running_mlflow_runs(tmp_path) -> int:
         return 0
 
 
+@pytest.mark.timeout(60)  # refused at once: no hang on an unreachable storage or server
 @pytest.mark.parametrize(
     "overrides, needle",
     [
@@ -198,12 +198,11 @@ def _running_mlflow_runs(tmp_path) -> int:
 )
 def test_bad_sweep_input(make_cfg, client, tmp_path, overrides, needle):
     cfg = make_cfg(*SMALL, f"sweep.storage=journal://{tmp_path}/j.log", *overrides, config="sweep")
-    t0 = time.time()
     from dropout_risk.errors import TrackingError
 
     with pytest.raises((SweepError, TrackingError), match=needle) as info:
         run_sweep(cfg, log=lambda _: None)
-    assert "\n" not in str(info.value) and time.time() - t0 < 15
+    assert "\n" not in str(info.value)
 
 
 def test_same_study_with_a_different_space_is_refused(make_cfg, tmp_path):

@@ -1,0 +1,74 @@
+"""validate() and check_pipeline(): the cases mutation testing showed unguarded (docs/testing.md):
+whole messages, a config without schema_version, and which pipeline a pitfall preset belongs to.
+Configs are real Hydra compositions (one per group choice, copied per case)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from helpers import CONF
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from dropout_risk.config.schema import ACTIVATION_NAMES
+from dropout_risk.config.validate import check_pipeline, validate
+from dropout_risk.errors import ConfigError
+
+_COMPOSED: dict[tuple[str, ...], object] = {}
+
+
+def _cfg(*groups: str, **values):
+    """The composed config for these group choices (composed once), with `values` set on a copy."""
+    if groups not in _COMPOSED:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            _COMPOSED[groups] = compose("config", overrides=list(groups))
+    cfg = copy.deepcopy(_COMPOSED[groups])
+    for key, value in values.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=True)
+    return cfg
+
+
+def _message(cfg) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    return str(info.value)
+
+
+def test_whole_messages() -> None:
+    assert _message(_cfg(tracking__reliability_every_n_epochs=0)) == "tracking.reliability_every_n_epochs must be >= 1"
+    assert _message(_cfg(model__activation="swish")) == (
+        "model.activation='swish' is unknown: use one of " + ", ".join(ACTIVATION_NAMES))
+    assert ", ".join(ACTIVATION_NAMES).startswith("relu, sigmoid, ")
+    assert _message(_cfg("data=csv", data__path="x.csv", data__positive=1)) == (
+        "data=csv needs the label column: pass data.target=COLUMN")
+    assert _message(_cfg("data=csv", data__path="x.csv", data__target="y")) == (
+        "data=csv needs the positive label: pass data.positive=VALUE")
+
+
+def test_a_config_without_schema_version_is_read_as_the_current_one() -> None:
+    cfg = _cfg()
+    with open_dict(cfg):
+        del cfg["schema_version"]
+    assert "schema_version" not in cfg
+    validate(cfg)  # raises if a missing version is not taken as the current one
+
+
+def test_a_pitfall_preset_runs_only_from_its_own_pipeline() -> None:
+    sweep_preset = _cfg("experiment=pitfall_lr_divergence")
+    check_pipeline(sweep_preset, "sweep")
+    with pytest.raises(ConfigError) as info:
+        check_pipeline(sweep_preset, "train")
+    assert str(info.value) == ("experiment=pitfall_lr_divergence is a sweep preset: run "
+                               "python pipelines/sweep.py experiment=pitfall_lr_divergence")
+    train_preset = _cfg("experiment=pitfall_no_zero_grad")
+    check_pipeline(train_preset, "train")
+    with pytest.raises(ConfigError, match="^experiment=pitfall_no_zero_grad is a train preset"):
+        check_pipeline(train_preset, "sweep")
+
+
+def test_no_pitfall_runs_from_any_pipeline() -> None:
+    cfg = _cfg()
+    assert not cfg.pitfall.name
+    for pipeline in ("train", "sweep", "compare"):
+        check_pipeline(cfg, pipeline)

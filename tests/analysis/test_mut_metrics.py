@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from dropout_risk.analysis.metrics import TRUTH_METRIC_KEYS, bayes_metrics, binary_metrics, ece, mce, truth_metrics
+from dropout_risk.analysis.metrics import (
+    TRUTH_METRIC_KEYS,
+    bayes_metrics,
+    binary_metrics,
+    ece,
+    mce,
+    truth_metrics,
+)
 
 
 def _distorted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,15 @@ import math
 
 import pytest
 
-from dropout_risk.reproduce.verdict import Reproduction, Row, _overall, compare_runs, format_table, summary_line, sweep_table
+from dropout_risk.reproduce.verdict import (
+    Reproduction,
+    Row,
+    _overall,
+    compare_runs,
+    format_table,
+    summary_line,
+    sweep_table,
+)
 
 TAGS = {"outcome": "converged", "weights_sha256": "a" * 64}
 

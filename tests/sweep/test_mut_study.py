@@ -17,7 +17,13 @@ from optuna.trial import TrialState
 
 from dropout_risk.sweep.retry import enqueue_retry, retry_failed_trial
 from dropout_risk.sweep.storage import make_storage
-from dropout_risk.sweep.study import _alive, claim_trial, close_orphan_runs, effective_trials, recover_dead_trials
+from dropout_risk.sweep.study import (
+    _alive,
+    claim_trial,
+    close_orphan_runs,
+    effective_trials,
+    recover_dead_trials,
+)
 
 HOST = socket.gethostname()
 GRID = [0.01, 0.1, 1.0]

@@ -24,8 +24,10 @@ run: setup
 train: setup
 	$(VPY) pipelines/train.py $(ARGS)
 
+# The fast suite in TEST_JOBS processes (pytest-xdist), in random order (pytest-randomly).
+TEST_JOBS ?= 2
 test: setup
-	$(VPY) -m pytest
+	$(VPY) -m pytest -n $(TEST_JOBS)
 
 # Everything: the fast suite plus the slow (browser, servers) and service (PostgreSQL) tests.
 test-all: setup

@@ -4,6 +4,8 @@ run_pipeline, ...) live in helpers.py."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from helpers import CONF, TINY
 from hydra import compose, initialize_config_dir
@@ -15,10 +17,31 @@ register_configs()
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> dict[str, str]:
-    """One real MLflow store for the session (creating its tables costs seconds)."""
-    root = tmp_path_factory.mktemp("mlruns")
-    return {"uri": f"sqlite:///{root}/mlflow.db", "artifacts": str(root / "artifacts"), "root": str(root)}
+def empty_store_db(tmp_path_factory) -> str:
+    """A real, empty MLflow SQLite store made once per test process: MLflow's schema migration
+    costs ~2 s per new store, a copy of this file costs nothing (``new_store``)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates it
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def new_store(empty_store_db):
+    """new_store(folder) -> {"uri", "artifacts", "root"}: a real MLflow store of its own in
+    ``folder`` (a copy of the migrated empty one), for tests and subprocesses that need their own."""
+
+    def _new(folder) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_store_db, folder / "mlflow.db")
+        return {"uri": f"sqlite:///{folder}/mlflow.db", "artifacts": str(folder / "artifacts"), "root": str(folder)}
+
+    return _new
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory, new_store) -> dict[str, str]:
+    """One real MLflow store for the session."""
+    return new_store(tmp_path_factory.mktemp("mlruns"))
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 nothing left RUNNING.
 
 Two tests run the script in a new process, for the real process path (preflight, Hydra's main,
-run_cli, the exit code): a good run end to end and a bad input. The other bad inputs run the same
+run_cli, the exit code): a good run end to end (fast suite) and a bad input (`slow`: a second
+process of the same pipeline, ~8 s of imports). The other bad inputs run the same
 functions in-process (a new process costs ~10 s of imports): configuration errors through
 preflight(argv=...), which the script calls before Hydra; data errors through the script's job
 (check_pipeline, train) inside run_cli, the formatter that turns them into `error: ...`, exit 2.
@@ -23,8 +24,8 @@ from dropout_risk.config.validate import check_pipeline
 from dropout_risk.training.train import train
 
 
-def _store_args(tmp_path):
-    return [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts"]
+def _store_args(store):
+    return [f"tracking.uri={store['uri']}", f"tracking.artifact_location={store['artifacts']}"]
 
 
 def _run_count(client: MlflowClient) -> int:
@@ -39,16 +40,17 @@ def _one_error_line(err: str) -> str:
 
 
 # --------------------------------------------------------------------------- in a new process
-def test_train_script_end_to_end(tmp_path):
+def test_train_script_end_to_end(tmp_path, new_store):
+    store = new_store(tmp_path)
     proc = run_pipeline("train.py", "optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]", *TINY[:1],
-                        "trainer.max_epochs=3", *_store_args(tmp_path), cwd=tmp_path)
+                        "trainer.max_epochs=3", *_store_args(store), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     run_id = re.search(r"^run_id: ([0-9a-f]{32})$", out, re.M).group(1)
     assert re.search(r"^auroc\s+0\.\d{4}\s+0\.\d{4}$", out, re.M)  # the summary table
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
     assert "workflowType=machine_learning" in out
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store["uri"])
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "sgd-lr0.3-h16x8-s0"
@@ -57,11 +59,12 @@ def test_train_script_end_to_end(tmp_path):
     assert not (tmp_path / "outputs").exists()  # Hydra writes no output folders
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_new_process_is_one_line_exit_2_and_leaves_no_run(tmp_path):
     """A data error raised after the heavy imports, inside Hydra's main: run_cli's one line and
     exit code 2 reach the shell, and no run is created."""
     args = ["data=csv", "data.path=/no/such.csv", "data.target=y", "data.positive=1"]
-    proc = run_pipeline("train.py", *args, *_store_args(tmp_path), cwd=tmp_path)
+    proc = run_pipeline("train.py", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     line = _one_error_line(proc.stderr)
     assert "/no/such.csv" in line and "no such file" in line

@@ -200,7 +200,7 @@ def test_run_compare_prints_table_and_folder(runs, store, tmp_path, capsys):
     assert err.strip().startswith("warning: run ") and "no reliability data" in err
 
 
-def test_pipeline_end_to_end_and_bad_input(runs, store, tmp_path):
+def test_pipeline_end_to_end(runs, store, tmp_path):
     # sweep= and experiment= are also config groups of the training app: they must reach compare
     proc = run_pipeline("compare.py", f"sweep={runs['parent']}", f"experiment={EXPERIMENT}",
                         f"tracking.uri={store['uri']}", "out_dir=cmp", cwd=tmp_path)
@@ -211,6 +211,9 @@ def test_pipeline_end_to_end_and_bad_input(runs, store, tmp_path):
     tags = MlflowClient(store["uri"]).get_run(run_id).data.tags
     assert tags["comparison_of"] == f"{runs['sgd']},{runs['diverged']}"
 
+
+@pytest.mark.slow  # more processes of the same pipeline; test_bad_input_is_one_line_and_logs_nothing runs them in-process
+def test_bad_input_in_a_new_process(store, tmp_path):
     for args, needle in ((["filter=metrics.`val/auroc` >> 0.8"], "MLflow rejected the filter"),
                          (["runz=[a]"], "unknown config key 'runz'")):
         proc = run_pipeline("compare.py", *args, f"tracking.uri={store['uri']}", "out_dir=bad", cwd=tmp_path)

@@ -132,6 +132,7 @@ def test_counterpart_overrides_are_checked(make_cfg) -> None:
         counterpart_config(cfg, result)
 
 
+@pytest.mark.slow  # a second process of pipelines/train.py (tests/cli has the fast one)
 def test_pitfall_from_the_command_line(store, tmp_path) -> None:
     proc = run_pipeline("train.py", "experiment=pitfall_no_zero_grad", "data.n_students=2000",
                         "trainer.max_epochs=2", f"tracking.uri={store['uri']}",

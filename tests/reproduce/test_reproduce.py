@@ -39,14 +39,13 @@ def _new_run_ids(lines: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> dict[str, str]:
+def store(tmp_path_factory, new_store) -> dict[str, str]:
     """This module's own MLflow store (it overrides conftest's session store here, so make_cfg and
     client use it too): reproduce config=... finds the original by its config among the runs of
     the store, and in the session store another module's run of the same config could be the
     oldest. Here the only training runs of `original`'s config are it and its reproductions, in
     any test order and with any other modules in the same worker."""
-    root = tmp_path_factory.mktemp("reproduce-mlruns")
-    return {"uri": f"sqlite:///{root}/mlflow.db", "artifacts": str(root / "artifacts"), "root": str(root)}
+    return new_store(tmp_path_factory.mktemp("reproduce-mlruns"))
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +225,10 @@ def test_pipeline_in_a_new_process(original, client, store, tmp_path):
     versions = [ln for ln in proc.stderr.splitlines() if "package versions differ" in ln]
     assert versions == [f"warning: package versions differ from run {original.run_id}: numpy 1.0.0 -> {np.__version__}"]
 
+
+
+@pytest.mark.slow  # a second process of the same pipeline; the in-process cases above cover the message
+def test_bad_request_in_a_new_process_is_one_line_exit_2(tmp_path):
     proc = run_pipeline("reproduce.py", f"config={tmp_path}/absent.yaml", cwd=tmp_path)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: config=")

@@ -6,12 +6,18 @@ positives and the negatives among the negatives, so every resample keeps the spl
 A resample is a row of multiplicities ("counts"); every metric is computed on all resamples at
 once as a weighted version of ``dropout_risk.analysis.metrics.binary_metrics``, equal to it on the
 explicitly repeated rows. Intervals are percentile intervals.
+
+Conditioning on the class counts leaves out the variation of the prevalence between splits: in
+simulations with class counts fixed, 95% intervals cover log loss, Brier and AUROC 0.94-0.95 of
+the time (tests/analysis/test_bootstrap.py); with Bernoulli class counts (prevalence 0.4, 500 rows)
+log loss and Brier 0.91-0.93, AUROC 0.94.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 # _bin_index: the very binning behind binary_metrics' ece, so each row sits in the same bin
 from dropout_risk.analysis.calibration import _bin_index, check_binary_inputs
@@ -126,7 +132,9 @@ def metric_samples(
         onehot * yf[:, None],
         onehot * p_arr[:, None],
     ])
-    sums = w @ per_row  # every weighted sum in one product: (B, 5 + 2 * bins)
+    # one BLAS thread: on a busy machine a second one waits for a core, ~20 ms a call (measured at load ~9)
+    with threadpool_limits(limits=1, user_api="blas"):
+        sums = w @ per_row  # every weighted sum in one product: (B, 5 + 2 * bins)
     total, n_pos = sums[:, 0], sums[:, 1]
     if np.any(w < 0) or not np.all((n_pos > 0) & (total - n_pos > 0)):
         raise ValueError("counts must be non-negative and give every resample rows of both classes")

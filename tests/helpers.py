@@ -64,3 +64,116 @@ def write_csv(directory: Path, text: str | bytes, name: str = "data.csv") -> Pat
     path = directory / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     return path
+
+
+MLFLOW = str(ROOT / ".venv" / "bin" / "mlflow") if (ROOT / ".venv").exists() else "mlflow"
+# uvicorn's error when another process holds the port: "[Errno 98] ... address already in use"
+_PORT_TAKEN = ("address already in use", "errno 98")
+
+
+def _pick_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mlflow_health(base: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+        return resp.read() == b"OK"
+
+
+def stop_process_group(proc, grace: float = 20) -> None:
+    """SIGTERM to the whole process group led by ``proc`` (started with start_new_session=True:
+    `mlflow server`, its uvicorn supervisor and workers, job consumers), SIGKILL to what is left
+    after ``grace`` seconds; reaps ``proc``."""
+    import signal
+    import subprocess
+    import time
+
+    pgid = proc.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait(timeout=10)
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def start_mlflow_server(args, cwd: Path, log_dir: Path | None = None, env: dict | None = None, tries: int = 5,
+                        timeout: float = 240, probe=None, ports=()):
+    """Start ``mlflow server *args --host 127.0.0.1 --port <port>`` in its own process group and
+    return ``(process, port)`` once it is ready; stop it with stop_process_group.
+
+    The port is picked free just before the start, so another process may take it in between.
+    Ready means: the server is alive, its output says *it* listens on the port (uvicorn's
+    "running on http://127.0.0.1:<port>": another server on that port can answer /health while
+    ours is still importing), and ``probe(base_url)`` holds (default: GET /health answers OK).
+    If the output shows the port was taken (EADDRINUSE), the group is stopped and a new port
+    tried, ``tries`` times in all; an exit for any other reason fails at once with the server's
+    output (a new port would not fix it). ``ports``: ports to try first (tests of this helper).
+    Each attempt's output goes to ``log_dir/mlflow-server-<port>.log`` (default: ``cwd``).
+
+    In a fixture: ``proc, port = start_mlflow_server(...)``, then ``try: yield ... finally:
+    stop_process_group(proc)``."""
+    import re
+    import subprocess
+    import time
+
+    probe = probe or _mlflow_health
+    log_dir = Path(log_dir or cwd)
+    candidates = iter(ports)
+    failures = []
+    for _ in range(tries):
+        port = next(candidates, None) or _pick_port()
+        log_path = log_dir / f"mlflow-server-{port}.log"
+        listening = re.compile(rf"running on https?://127\.0\.0\.1:{port}\b")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([MLFLOW, "server", *args, "--host", "127.0.0.1", "--port", str(port)],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=cwd, env=env)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                exited = proc.poll() is not None  # before reading: then the output is complete
+                output = log_path.read_text(errors="replace")
+                if any(m in output.lower() for m in _PORT_TAKEN):
+                    failures.append(f"port {port} taken")
+                    break
+                if exited:
+                    pytest.fail(f"mlflow server exited with {proc.returncode} before it was ready "
+                                f"(port {port}): {output[-2000:]}")
+                if listening.search(output):
+                    try:
+                        if probe(f"http://127.0.0.1:{port}"):
+                            return proc, port
+                    except Exception:  # noqa: BLE001 - not up yet
+                        pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server on port {port} not ready within {timeout:.0f} s: {output[-2000:]}")
+                time.sleep(0.5)
+        except BaseException:
+            stop_process_group(proc)
+            raise
+        stop_process_group(proc)
+    pytest.fail(f"mlflow server did not start in {tries} tries: {', '.join(failures)}")
+

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
 
 import optuna
 import pytest
-from helpers import PYTHON, ROOT
+from helpers import PYTHON, ROOT, start_mlflow_server, stop_process_group
 from mlflow import MlflowClient
 
 from dropout_risk.errors import SweepError
@@ -57,43 +56,24 @@ def databases():
         _sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(databases, tmp_path_factory):
-    """A real `mlflow server` on a free loopback port; the whole process group is stopped after."""
-    port = _free_port()
+    """A real `mlflow server` on a loopback port (start_mlflow_server: a new port when the picked
+    one was taken); ready once the REST API answers; the whole process group is stopped after."""
     artifacts = tmp_path_factory.mktemp("served-artifacts")
-    log = open(artifacts.parent / f"server-{port}.log", "w")
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri", f"{PG}/{databases['mlflow']}",
-         "--serve-artifacts", "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+
+    def answers(uri: str) -> bool:
+        MlflowClient(uri).search_experiments(max_results=1)
+        return True
+
+    proc, port = start_mlflow_server(
+        ["--backend-store-uri", f"{PG}/{databases['mlflow']}", "--serve-artifacts",
+         "--artifacts-destination", str(artifacts)],
+        cwd=artifacts.parent, log_dir=artifacts.parent, probe=answers, timeout=240)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            try:
-                MlflowClient(uri).search_experiments(max_results=1)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                if proc.poll() is not None:
-                    pytest.fail(f"mlflow server exited: {open(log.name).read()[-2000:]}")
-                time.sleep(1)
-        else:
-            pytest.fail("mlflow server did not come up within 240 s")
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_process_group(proc)
 
 
 def _args(server, databases, study, *extra, lr_max="1e4"):

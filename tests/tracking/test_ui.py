@@ -1,4 +1,4 @@
-"""The MLflow UI on real parts (slow): the real `mlflow server` on a free loopback port over a
+"""The MLflow UI on real parts (slow): the real `mlflow server` on a loopback port over a
 store made by a small sweep (a parent run and two trials, one diverged) and one standalone run, checked through its
 REST API and in headless Chromium. The server runs in its own process group, stopped as a
 whole at the end (also when a test fails)."""
@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
+import threading
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CONF, ROOT, TINY, chromium_path
+from helpers import CONF, TINY, chromium_path, start_mlflow_server, stop_process_group
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -26,16 +25,9 @@ from dropout_risk.training.train import train
 
 pytestmark = pytest.mark.slow
 
-MLFLOW = str(ROOT / ".venv" / "bin" / "mlflow") if (ROOT / ".venv").exists() else "mlflow"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                   "--virtual-time-budget=20000"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 30) -> bytes:
@@ -49,30 +41,6 @@ def _api(base: str, endpoint: str, body: dict | None = None, **query) -> dict:
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's whole process group (uvicorn workers, job consumers), then
-    SIGKILL what is left after 20 s."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own group
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -98,32 +66,51 @@ def sweep_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(sweep_store):
-    port = _free_port()
-    log = open(sweep_store["root"] / "server.log", "w")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job consumers: faster start
-    proc = subprocess.Popen(
-        [MLFLOW, "server", "--backend-store-uri", sweep_store["uri"], "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=sweep_store["root"])
-    base = f"http://127.0.0.1:{port}"
+    proc, port = start_mlflow_server(["--backend-store-uri", sweep_store["uri"], "--workers", "1"],
+                                     cwd=sweep_store["root"], env=env, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}: "
-                            f"{(sweep_store['root'] / 'server.log').read_text()[-2000:]}")
-            try:
-                if _get(f"{base}/health", timeout=2) == b"OK":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow server did not answer /health within 120 s")
-            time.sleep(0.5)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        _stop_group(proc)
-        log.close()
+        stop_process_group(proc)
+
+
+def test_server_helper_moves_on_when_its_port_is_taken(tmp_path):
+    """start_mlflow_server's first port is held by another server that answers /health "OK" (what
+    a parallel test's MLflow server would do): the helper must not take that answer for its own
+    server, see the bind error, and come up on another port."""
+
+    class Impostor(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    impostor = HTTPServer(("127.0.0.1", 0), Impostor)
+    taken = impostor.server_address[1]
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    try:
+        proc, port = start_mlflow_server(["--backend-store-uri", f"sqlite:///{tmp_path}/empty.db", "--workers", "1"],
+                                         cwd=tmp_path, env=env, timeout=120, ports=[taken])
+        try:
+            assert port != taken
+            assert "address already in use" in (tmp_path / f"mlflow-server-{taken}.log").read_text().lower()
+            assert _api(f"http://127.0.0.1:{port}", "experiments/search", max_results=10)["experiments"]
+        finally:
+            stop_process_group(proc)
+        pgid = proc.pid
+        try:
+            os.killpg(pgid, 0)
+            raise AssertionError(f"processes of the server's group {pgid} outlive stop_process_group")
+        except ProcessLookupError:
+            pass
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
 
 
 def test_rest_api_serves_runs_histories_and_images(server, sweep_store):

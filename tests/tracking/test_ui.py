@@ -5,8 +5,10 @@ whole at the end (also when a test fails)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import threading
 import urllib.parse
@@ -184,25 +186,89 @@ def _dump_dom(chromium: str, url: str, profile: Path, needles: list[str]) -> str
     return dom
 
 
+# What MLflow 3.17's UI shows instead of a runs table: an unknown route ("Page Not Found"), an
+# unknown experiment ("Experiment load error: ... does not exist" / "Experiment not found"), a
+# crashed section ("Something went wrong with this section"), the server's own 404 page.
+ERROR_MARKERS = ("not found", "went wrong", "error", "does not exist")
+
+
+def _visible_text(dom: str) -> str:
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S | re.I)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+def _table_rows_drawn(png: Path) -> int:
+    """The runs table's rows drawn in a 1400x900 screenshot of the runs page: text lines in the
+    table's box (below the filters, left of the assistant panel) with ink in the name, created and
+    duration columns and colour (run colour dot / link, status icon) in the first two; the header
+    has no colour. An error page, a blank or half-loaded page has none."""
+    px = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    assert px.shape == (900, 1400, 3), px.shape
+    table = px[250:850, 220:1000]
+    ink = table.min(axis=2) < 200
+    colour = table.max(axis=2) - table.min(axis=2) > 60
+    name, created, duration = slice(80, 260), slice(260, 400), slice(700, 780)
+    rows, y, has_ink = 0, 0, ink.any(axis=1)
+    while y < len(has_ink):
+        end = y
+        while end < len(has_ink) and has_ink[end]:
+            end += 1
+        if 6 <= end - y <= 24 and all(ink[y:end, c].any() for c in (name, created, duration)) \
+                and colour[y:end, name].any() and colour[y:end, created].any():
+            rows += 1
+        y = end + 1
+    return rows
+
+
+def _runs_view_problems(dom: str, png: Path, names: list[str], matching: int, rows: int) -> list[str]:
+    """Why the dumped DOM and screenshot of a runs page are not a working runs view ([] if they
+    are): the run names, the run count the table's footer shows once the search returned
+    ("4 matching runs"), no error page text, and the table's rows drawn in the screenshot."""
+    text = _visible_text(dom)
+    problems = []
+    if missing := [n for n in names if n not in text]:
+        problems.append(f"names: {missing} not in the page")
+    count = re.search(r"(\d+) matching runs", text)
+    if count is None or int(count.group(1)) != matching:
+        problems.append(f"count: {count and count.group(0)!r} instead of '{matching} matching runs'")
+    if found := [m for m in ERROR_MARKERS if m in text.lower()]:
+        problems.append(f"error: the page says {found}: {text[:300]!r}")
+    if (drawn := _table_rows_drawn(png)) != rows:
+        problems.append(f"screenshot: {drawn} table rows drawn instead of {rows}")
+    return problems
+
+
+def _screenshot(chromium: str, url: str, path: Path, profile: Path) -> Path:
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,900",
+                    f"--screenshot={path}", url], capture_output=True, text=True, timeout=180)
+    return path
+
+
 def test_ui_renders_the_runs_in_headless_chromium(server, sweep_store, tmp_path):
     chromium = chromium_path()
     url = f"{server}/#/experiments/{sweep_store['experiment_id']}/runs?workflowType=machine_learning"
+    matching = len(sweep_store["results"]) + 1  # and the sweep's parent run
     # the runs page as train.py prints it: top-level runs, a sweep's trials folded under its parent
     top = [sweep_store["standalone"].run_name, "ui-sweep"]
     dom = _dump_dom(chromium, url, tmp_path / "profile", top)
-    missing = [n for n in top if n not in dom]
-    assert not missing, f"run names not in the rendered runs page: {missing} ({len(dom)} chars of DOM)"
+    shot = _screenshot(chromium, url, tmp_path / "runs.png", tmp_path / "profile_shot")
+    assert _runs_view_problems(dom, shot, top, matching, rows=len(top)) == []
     # sorted by another column than the start time, the UI lists the trials flat
     trials = [r.run_name for r in sweep_store["trials"]]
-    dom = _dump_dom(chromium, url + "&orderByKey=attributes.run_name&orderByAsc=true", tmp_path / "sorted", trials)
-    missing = [n for n in trials if n not in dom]
-    assert not missing, f"trial names not in the runs page sorted by name: {missing}"
+    url_sorted = url + "&orderByKey=attributes.run_name&orderByAsc=true"
+    dom = _dump_dom(chromium, url_sorted, tmp_path / "sorted", trials)
+    shot = _screenshot(chromium, url_sorted, tmp_path / "sorted.png", tmp_path / "sorted_shot")
+    assert _runs_view_problems(dom, shot, [*top, *trials], matching, rows=matching) == []
 
-    # and the page as a user sees it: a screenshot that is not blank
-    shot = tmp_path / "runs.png"
-    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile_shot'}",
-                    "--window-size=1400,900", f"--screenshot={shot}", url],
-                   capture_output=True, text=True, timeout=180)
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert pixels.shape == (900, 1400)
-    assert pixels.std() > 10 and (pixels < 128).mean() > 0.002  # text and controls drawn, not an empty page
+
+@pytest.mark.parametrize("where", ["unknown experiment", "unknown route"])
+def test_ui_check_rejects_mlflow_error_pages(server, sweep_store, tmp_path, where):
+    """The check above on pages that are not the runs view: every part of it says so."""
+    chromium = chromium_path()
+    url = {"unknown experiment": f"{server}/#/experiments/987654321/runs?workflowType=machine_learning",
+           "unknown route": f"{server}/#/no-such-page"}[where]
+    dom = _dump_dom(chromium, url, tmp_path / "profile", [])
+    shot = _screenshot(chromium, url, tmp_path / "bad.png", tmp_path / "profile_shot")
+    top = [sweep_store["standalone"].run_name, "ui-sweep"]
+    problems = _runs_view_problems(dom, shot, top, len(sweep_store["results"]) + 1, rows=len(top))
+    assert {p.split(":")[0] for p in problems} == {"names", "count", "error", "screenshot"}, problems

@@ -223,31 +223,71 @@ def test_bad_input_in_a_new_process(store, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_grid_drawn_in_parallel_matches_serial(tmp_path):
-    """Ten panels: the rows are drawn in forked processes and stacked; same size as drawn at once."""
+def _grid_cells(png) -> dict[int, float]:
+    """{cell index: where the middle one of the cell's three histogram bars lies, as a fraction
+    of the way from the left bar to the right bar} of a reliability grid PNG with 4 columns. The
+    bars are the solid tab:gray rectangles; a grid row is the bars sharing a baseline, the column
+    the quarter of the image width their centre lies in; a cell without bars (a diverged run) is
+    absent. A fraction of distances: the same whatever the cell's width in pixels."""
+    from PIL import Image
+    from scipy import ndimage
+
+    px = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    gray = (np.abs(px - 127) <= 3).all(axis=2)  # tab:gray = #7f7f7f, the histogram's colour
+    bars = []
+    for ys, xs in ndimage.find_objects(ndimage.label(gray)[0]):
+        if xs.stop - xs.start >= 6 and ys.stop - ys.start >= 3 and gray[ys, xs].mean() > 0.85:
+            bars.append((ys.stop, (xs.start + xs.stop - 1) / 2))  # solid rectangles: bars, not dashes
+    rows: list[list] = []
+    for bottom, x in sorted(bars):
+        if rows and bottom - rows[-1][-1][0] <= 3:
+            rows[-1].append((bottom, x))
+        else:
+            rows.append([(bottom, x)])
+    cells: dict[int, list] = {}
+    for r, row in enumerate(rows):
+        for _, x in sorted(row, key=lambda b: b[1]):
+            cells.setdefault(r * 4 + int(x // (px.shape[1] / 4)), []).append(x)
+    assert all(len(xs) == 3 for xs in cells.values()), cells
+    return {cell: (mid - left) / (right - left) for cell, (left, mid, right) in cells.items()}
+
+
+def test_grid_cells_are_the_runs_in_the_requested_order(tmp_path):
+    """Ten runs in a shuffled order, drawn at once and with the rows in forked processes: every
+    cell shows its own run's diagram. Run k's predictions fill histogram bins 1, 3 + k and 14 (300
+    each), so its cell's middle bar lies (2 + k) / 13 of the way between the outer ones; run 3
+    diverged (no bars). A grid with its rows (or cells) in another order, or a cell drawn from
+    another run's data, fails."""
     from PIL import Image
 
     from dropout_risk.compare.fetch import RunRecord
     from dropout_risk.compare.grid import save_reliability_grid
 
     rng = np.random.default_rng(0)
-    records = []
-    for i in range(10):
-        p = rng.uniform(size=200)
-        if i == 3:
+    records = {}
+    for k in range(10):
+        p = np.concatenate([rng.uniform(b / 15, (b + 1) / 15, 300) for b in (1, 3 + k, 14)])
+        if k == 3:
             p[0] = np.nan  # a diverged run's panel
-        records.append(RunRecord(
-            run_id=f"{i:032x}", name=f"run-{i}", experiment_id="1", experiment="e", status="FINISHED",
-            artifact_uri="", params={"optim.lr": str(10.0**-i)}, metrics={"val/ece": 0.1, "val/auroc": 0.8},
-            tags={"outcome": "converged"}, val_y=(rng.uniform(size=200) < p).astype(int), val_p=p))
+        records[k] = RunRecord(
+            run_id=f"{k:032x}", name=f"run-{k}", experiment_id="1", experiment="e", status="FINISHED",
+            artifact_uri="", params={"optim.lr": str(10.0**-k)}, metrics={"val/ece": 0.1, "val/auroc": 0.8},
+            tags={"outcome": "converged"}, val_y=(rng.uniform(size=p.size) < 0.5).astype(int), val_p=p)
+    order = [int(k) for k in rng.permutation(10)]
+    assert order != sorted(order) and order != sorted(order, reverse=True)
+    expected = {cell: (2 + k) / 13 for cell, k in enumerate(order) if k != 3}
     called = []
-    save_reliability_grid(records, ["optim.lr"], tmp_path / "serial.png", workers=1)
-    save_reliability_grid(records, ["optim.lr"], tmp_path / "parallel.png", workers=2,
+    save_reliability_grid([records[k] for k in order], ["optim.lr"], tmp_path / "serial.png", workers=1)
+    save_reliability_grid([records[k] for k in order], ["optim.lr"], tmp_path / "parallel.png", workers=2,
                           while_drawing=lambda: called.append(1))
-    serial, parallel = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")) for n in ("serial", "parallel"))
     assert called == [1]
+    serial, parallel = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")) for n in ("serial", "parallel"))
     assert abs(serial.shape[0] - parallel.shape[0]) <= 2 and serial.shape[1:] == parallel.shape[1:]
-    assert parallel.min() < 100 and parallel.mean() > 200  # drawn on white, not blank
+    for name in ("serial", "parallel"):
+        cells = _grid_cells(tmp_path / f"{name}.png")
+        got = {cell: round(at * 13 - 2, 2) for cell, at in cells.items()}  # the run each cell shows
+        assert set(cells) == set(expected), (name, got, order)
+        assert all(abs(cells[c] - expected[c]) < 0.02 for c in expected), (name, got, order)
 
 
 def test_differing_and_key_params_and_titles():

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from dropout_risk.analysis import calibration
 from dropout_risk.analysis.calibration import (
     apply_temperature,
     bin_statistics,
@@ -79,6 +80,22 @@ def test_bin_statistics_flattens_column_inputs() -> None:
     np.testing.assert_array_equal(column.frac_pos, flat.frac_pos)
 
 
+@pytest.mark.parametrize(
+    ("t_dtype", "p_dtype"),
+    [(np.int64, np.float32), (np.longdouble, np.float64), (np.float64, np.longdouble)],
+)
+def test_bin_statistics_takes_any_numeric_dtype_and_returns_float64(t_dtype, p_dtype) -> None:
+    # dyadic predictions: exact in every float type, so the statistics must be identical
+    t = np.array([1, 0, 1, 0, 1, 0])
+    p = np.array([0.75, 0.125, 0.375, 0.25, 0.875, 0.3125])
+    bins = bin_statistics(t.astype(t_dtype), p.astype(p_dtype), n_bins=3, strategy="quantile")
+    assert bins.edges.tolist() == [0.0, 0.3125, 0.75, 1.0]
+    assert bins.counts.tolist() == [2, 2, 2]
+    assert bins.mean_pred.tolist() == [0.1875, 0.34375, 0.8125]
+    assert bins.frac_pos.tolist() == [0.0, 0.5, 1.0]
+    assert {a.dtype for a in (bins.edges, bins.mean_pred, bins.frac_pos)} == {np.dtype(np.float64)}
+
+
 def test_a_tie_group_goes_whole_to_the_bin_of_its_median_rank() -> None:
     # 10 predictions, 2 equal-mass bins (ranks 0-4, 5-9); the tie at 0.5 holds ranks 3-7, median
     # rank 5: the whole group goes to the upper bin.
@@ -140,6 +157,30 @@ def test_temperatures_beyond_the_bounds_are_exactly_the_bounds() -> None:
     assert fit_temperature(z, y) == 1e-3
     # weakly anti-correlated logits: the gradient at the upper bound is positive but below 1
     assert fit_temperature([0.5, -0.5], [0, 1]) == 1e3
+
+
+def test_perfectly_calibrated_logits_keep_a_temperature_of_exactly_one() -> None:
+    z, y = _symmetric(math.log(4.0), 4, 1)  # sigmoid(ln 4) = 0.8 = 4 / (4 + 1): already calibrated
+    assert fit_temperature(z, y) == 1.0
+
+
+def test_all_zero_logits_give_the_upper_bound() -> None:
+    # no information: the loss is flat in T (gradient exactly 0), so T is the largest allowed
+    assert fit_temperature(np.zeros(4), [0, 1, 0, 1]) == 1e3
+
+
+@pytest.mark.parametrize(("scale", "true_T"), [(0.3, 0.5), (3.0, 2.5), (30.0, 4.0)])
+def test_the_fit_takes_at_most_ten_gradient_evaluations(monkeypatch, scale: float, true_T: float) -> None:
+    """Two at the bracket ends, then a few Newton steps; small logits (curvature below 1) too."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, scale, 2000)
+    y = (rng.uniform(size=z.size) < sigmoid(z / true_T)).astype(int)
+    evaluations = []
+    original = calibration._mean_bce_grad_hess
+    monkeypatch.setattr(calibration, "_mean_bce_grad_hess", lambda t, z, y: evaluations.append(t) or original(t, z, y))
+    T = fit_temperature(z, y)
+    assert 2 < len(evaluations) <= 10
+    assert T == pytest.approx(true_T, rel=0.1)
 
 
 def test_newton_converges_in_a_few_iterations() -> None:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from dropout_risk.analysis.calibration import probs_to_logits, sigmoid
 from dropout_risk.analysis.metrics import (
     TRUTH_METRIC_KEYS,
     bayes_metrics,
@@ -36,6 +37,19 @@ def test_n_bins_reaches_every_binned_metric() -> None:
     assert m["ece"] != default["ece"] and m["ece_adaptive"] != default["ece_adaptive"]
     t4, t15, t_default = truth_metrics(y, p, p_true, n_bins=4), truth_metrics(y, p, p_true, n_bins=15), truth_metrics(y, p, p_true)
     assert t4["ece_true"] != t15["ece_true"] and t_default["ece_true"] == t15["ece_true"]
+
+
+def test_ece_true_defaults_to_15_bins() -> None:
+    # p_true ** 0.5 above is never below p_true, so its ece_true is mae_true whatever the bins;
+    # an overconfident predictor errs both ways: 15 bins put one bin across 0.5, where the errors
+    # cancel, while 16 bins have an edge at 0.5
+    _, _, p_true = _distorted(3000, seed=11)
+    y = (np.random.default_rng(5).uniform(size=p_true.size) < p_true).astype(int)
+    p = sigmoid(2.0 * probs_to_logits(p_true))
+    default = truth_metrics(y, p, p_true)["ece_true"]
+    assert default == truth_metrics(y, p, p_true, n_bins=15)["ece_true"]
+    assert default != truth_metrics(y, p, p_true, n_bins=16)["ece_true"]
+    assert default < truth_metrics(y, p, p_true)["mae_true"]
 
 
 def test_a_prediction_of_exactly_one_half_is_negative() -> None:

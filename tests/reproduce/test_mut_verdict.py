@@ -69,6 +69,22 @@ def test_rows_come_in_split_order_val_test_bayes_train_then_the_rest() -> None:
                                       "boundary/lr", "mechanism/act/l0", "n_trials", "outcome", "weights_sha256"]
 
 
+def test_only_the_first_path_segment_names_the_split() -> None:
+    # "val" alone has no split; "val/calib/ece" is a val metric, not one of a split "val/calib"
+    metrics = dict.fromkeys(["val", "train/loss", "val/calib/ece", "test"], 1.0)
+    rows, _ = compare_runs(metrics, dict(metrics), TAGS, dict(TAGS))
+    assert [r.name for r in rows][:4] == ["val/calib/ece", "train/loss", "test", "val"]
+
+
+def test_a_tag_row_shows_the_original_and_the_rerun_value() -> None:
+    rows, verdict = compare_runs({}, {}, {"outcome": "converged", "diverged_at_step": "4", "weights_sha256": "a"},
+                                 {"outcome": "diverged", "weights_sha256": "a"})
+    assert verdict == "mismatch"
+    assert rows == [Row("outcome", "converged", "diverged", None, "mismatch"),
+                    Row("diverged_at_step", "4", None, None, "mismatch"),
+                    Row("weights_sha256", "a", "a", None, "exact")]
+
+
 def _rep(verdict: str, rows: list[Row], weights: bool | None = True) -> Reproduction:
     return Reproduction("orig", "new", verdict, rows, weights_identical=weights)
 
@@ -110,6 +126,20 @@ def test_format_table_exact_text() -> None:
         "outcome             converged      converged           -  exact",
         "weights_sha256  aaaaaaaaaaaa…  abcdefghijklm           -  differs",
         "x               abcdefghijkl…     12345.6789           -  mismatch",
+    ])
+
+
+def test_format_table_sizes_each_column_to_its_own_values() -> None:
+    """A wide original next to a narrow re-run; a difference of -0.0 (0.0 re-run as -0.0, an
+    exact match) prints as 0, a difference of 1 as 1."""
+    rows = [Row("val/loss", 0.123456789, 2.0, 2.0 - 0.123456789, "mismatch"),
+            Row("val/brier", 0.0, -0.0, -0.0, "exact"),
+            Row("val/n", 1.0, 2.0, 1.0, "mismatch")]
+    assert format_table(rows) == "\n".join([
+        "metric        original  re-run  difference  verdict",
+        "val/loss   0.123456789       2        1.88  mismatch",
+        "val/brier            0      -0           0  exact",
+        "val/n                1       2           1  mismatch",
     ])
 
 

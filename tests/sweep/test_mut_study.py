@@ -1,5 +1,5 @@
 """The sweep's retry and resume bookkeeping on real parts, without training: a real Optuna journal
-storage, a real MLflow store, a real dead process. Cases from mutation testing (docs/testing.md):
+storage, a real MLflow store, a real dead process and a live child one. Cases from mutation testing (docs/testing.md):
 which trials count, which are claimed and in what order, which dead trials are retried (once, at
 which learning rate), and which MLflow runs are closed as KILLED."""
 
@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import optuna
 import pytest
@@ -48,6 +49,16 @@ def dead_pid() -> int:
     proc.wait()
     assert not _alive(proc.pid)
     return proc.pid
+
+
+@pytest.fixture
+def live_child():
+    """A running child process of this test's own: what _alive probes instead of this process, so
+    that a probe sending a real signal hits the child and not the test run."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
 def _claim(study: optuna.Study, phase: str | None = None, *, pid: int | None = None, host: str = HOST) -> optuna.Trial:
@@ -159,18 +170,27 @@ def test_effective_trials_drop_the_retried_ones_in_trial_order(study) -> None:
     assert [t.number for t in effective_trials(study)] == [2, 3, 4, 5, 6]
 
 
-def test_alive() -> None:
-    assert _alive(os.getpid())  # first: under a mutant that sends a real signal, it hits this process
-    assert _alive(1)  # init: alive, also when not ours to signal (PermissionError, when not run as root)
+def test_alive_only_probes_a_live_process(live_child) -> None:
+    assert _alive(live_child.pid) is True
+    with pytest.raises(subprocess.TimeoutExpired):  # signal 0 delivers nothing: still running
+        live_child.wait(timeout=0.3)
+
+
+def test_a_process_not_ours_to_signal_is_alive(monkeypatch) -> None:
+    def refuse(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")  # another user's process (we are not root)
+
+    monkeypatch.setattr(os, "kill", refuse)
+    assert _alive(4321) is True
 
 
 def test_alive_of_a_dead_process(dead_pid) -> None:
     assert _alive(dead_pid) is False
 
 
-def test_recover_fails_and_retries_only_this_machines_dead_trials(study, dead_pid, tmp_path) -> None:
+def test_recover_fails_and_retries_only_this_machines_dead_trials(study, dead_pid, live_child, tmp_path) -> None:
     dead = _claim(study, pid=dead_pid)  # 0: its process died on this machine
-    _claim(study, pid=os.getpid())  # 1: alive
+    _claim(study, pid=live_child.pid)  # 1: alive
     _claim(study, pid=dead_pid, host=HOST + "-elsewhere")  # 2: another machine's (the heartbeat's job)
     _claim(study)  # 3: no pid recorded yet
     uri = f"sqlite:///{tmp_path}/unused.db"
@@ -183,6 +203,17 @@ def test_recover_fails_and_retries_only_this_machines_dead_trials(study, dead_pi
     # recovering again (another process, or the next poll) retries nothing twice
     assert recover_dead_trials(study, uri, None) == 0
     assert len(study.get_trials()) == 6
+
+
+def test_recover_fails_a_dead_trial_without_a_warning(study, dead_pid, tmp_path) -> None:
+    """The trial is failed by state, not by telling no value (which optuna reports as a warning:
+    "The value None could not be cast to float.")."""
+    trial = _claim(study, pid=dead_pid)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert recover_dead_trials(study, f"sqlite:///{tmp_path}/unused.db", None) == 1
+    assert [str(w.message) for w in caught] == []
+    assert _trial(study, trial.number).state == TrialState.FAIL
 
 
 def test_recover_retries_interrupted_and_died_but_not_failed_trials(study, tmp_path) -> None:
@@ -226,9 +257,10 @@ def _runs(tmp_path):
     return uri, client, parent, other_parent, child
 
 
-def test_close_orphan_runs_kills_only_running_children_of_trials_no_longer_running(study, dead_pid, tmp_path) -> None:
+def test_close_orphan_runs_kills_only_running_children_of_trials_no_longer_running(
+        study, dead_pid, live_child, tmp_path) -> None:
     uri, client, parent, other_parent, child = _runs(tmp_path)
-    dead, live, done = _claim(study, pid=dead_pid), _claim(study, pid=os.getpid()), _claim(study)
+    dead, live, done = _claim(study, pid=dead_pid), _claim(study, pid=live_child.pid), _claim(study)
     runs = {"dead": child(dead.number), "live": child(live.number), "done": child(done.number),
             "other sweep": child(dead.number, other_parent)}
     client.set_terminated(runs["done"], "FINISHED")

@@ -3,13 +3,14 @@
     python pipelines/train.py optim=sgd optim.lr=0.3 model.hidden=[64,32] trainer.max_epochs=30
     python pipelines/train.py experiment=pitfall_no_zero_grad   # a pitfall preset: the pitfall run,
     python pipelines/train.py experiment=pitfall_loss_only      # its healthy counterpart, compared
+    python pipelines/train.py data=csv data.path=F ... data.cv_folds=5   # 5-fold cross-validation
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from dropout_risk.cli.preflight import preflight
-from dropout_risk.cli.printing import print_pitfall_summary, print_run_summary
+from dropout_risk.cli.printing import print_cv_summary, print_pitfall_summary, print_run_summary
 from dropout_risk.cli.run import freeze_imports, hydra_overrides, run_cli
 from dropout_risk.config.schema import register_configs
 from dropout_risk.config.validate import check_pipeline
@@ -21,6 +22,7 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     # imported after preflight: a bad override fails in ~1 s, not after the imports
     from dropout_risk.pitfalls.run import run_train_pitfall
+    from dropout_risk.training.cv import cross_validate
     from dropout_risk.training.train import train
 
     freeze_imports()
@@ -29,6 +31,9 @@ def main(cfg: DictConfig) -> None:
         check_pipeline(cfg, "train")
         if cfg.pitfall.name:
             print_pitfall_summary(run_train_pitfall(cfg, hydra_overrides()), cfg)
+            return
+        if cfg.data.cv_folds >= 2 and cfg.data.cv_fold is None:
+            print_cv_summary(cross_validate(cfg, hydra_overrides()), cfg)
             return
         result = train(cfg, overrides=hydra_overrides())
         print_run_summary(result, cfg)

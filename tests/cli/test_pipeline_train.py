@@ -47,7 +47,9 @@ def test_train_script_end_to_end(tmp_path, new_store):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     run_id = re.search(r"^run_id: ([0-9a-f]{32})$", out, re.M).group(1)
-    assert re.search(r"^auroc\s+0\.\d{4}\s+0\.\d{4}$", out, re.M)  # the summary table
+    # the summary table: val, test, its 95% interval, the baselines on the same test rows
+    assert re.search(r"^auroc\s+0\.\d{4}\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]\s+0\.\d{4}\s+0\.\d{4}$", out, re.M)
+    assert re.search(r"^MLP - (logreg|hgb) on test \(95% paired bootstrap\): auroc ", out, re.M)
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
     assert "workflowType=machine_learning" in out
     client = MlflowClient(store["uri"])

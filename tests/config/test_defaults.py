@@ -39,6 +39,8 @@ EXPECTED_HOMES = {
     schema.PitfallConfig: {("config", "pitfall"), ("sweep", "pitfall")},
     schema.CalibrationConfig: {("config", "calibration"), ("sweep", "calibration")},
     schema.TrackingConfig: {("config", "tracking"), ("sweep", "tracking")},
+    schema.EarlyStoppingConfig: {("config", "trainer.early_stopping"), ("sweep", "trainer.early_stopping")},
+    schema.BaselinesConfig: {("config", "baselines"), ("sweep", "baselines")},
     schema.SweepConfig: {("config", "sweep"), ("sweep", "sweep")},
     schema.PrunerConfig: {("config", "sweep.pruner"), ("sweep", "sweep.pruner")},
     schema.ReproduceConfig: {("reproduce", "")},

@@ -53,6 +53,12 @@ def test_sweep_end_to_end(make_cfg, client, tmp_path):
     top = by_lr[1e4]
     assert top.data.tags["outcome"] == "diverged" and int(top.data.tags["diverged_at_step"]) >= 1
     assert any(k.data.tags["outcome"] == "converged" for k in kids)
+    # the baselines: fitted once, on the parent; the best trial's verdict against them is there too
+    assert {"baseline/logreg/val/log_loss", "baseline/hgb/test/auroc", "vs_baseline/test/auroc_diff",
+            "best/test/auroc_ci_low"} <= set(parent.data.metrics)
+    for kid in kids:
+        assert not [k for k in kid.data.metrics if k.startswith(("baseline/", "vs_baseline/")) or "_ci_" in k]
+    assert result.verdict.startswith("best trial - ")
     # chart, grid and summary on the parent
     files = {f.path for f in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/divergence.png", "plots/reliability_grid.png"} <= files

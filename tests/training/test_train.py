@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from dropout_risk.analysis.calibration import apply_temperature, fit_temperature
 from dropout_risk.analysis.metrics import binary_metrics, truth_metrics
+from dropout_risk.analysis.smece import smece
 from dropout_risk.data.loaders import load_data
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.errors import ConfigError
@@ -148,7 +149,7 @@ def test_calibrated_metrics_are_the_temperature_scaled_ones(shared):
     for split in ("val", "test"):
         y = pred[f"{split}_y"].astype(np.int64)
         p = apply_temperature(pred[f"{split}_logit"], t)
-        expected = {**binary_metrics(y, p), **truth_metrics(y, p, dm.p_true(split))}
+        expected = {**binary_metrics(y, p), "smece": smece(y, p), **truth_metrics(y, p, dm.p_true(split))}
         assert {k for k in metrics if k.startswith(f"{split}/") and k.endswith("_calibrated")} == {
             f"{split}/{k}_calibrated" for k in CALIBRATED}
         for k in CALIBRATED:

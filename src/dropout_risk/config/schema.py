@@ -15,6 +15,7 @@ defaults), `schema_version` and `tags`. tests/config/test_defaults.py holds ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -42,6 +43,8 @@ class DataConfig:
     val_frac: float = 0.15
     test_frac: float = 0.15
     batch_size: int = MISSING
+    cv_folds: int = 0  # K >= 2: stratified K-fold cross-validation (each fold a child run); 0: one split
+    cv_fold: int | None = None  # the test fold of this run (0..K-1), set per fold by cross-validation
 
 
 @dataclass
@@ -82,6 +85,16 @@ class LossConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop when validation log loss has not improved by `min_delta` for `patience` epochs; the
+    run then reports (metrics, diagrams, temperature, predictions, model) its best epoch."""
+
+    enabled: bool = MISSING  # false: train the full trainer.max_epochs and report the last epoch
+    patience: int = MISSING  # epochs without improvement before stopping
+    min_delta: float = MISSING  # the smallest decrease of val/log_loss that counts as improvement
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = MISSING
     accelerator: str = MISSING  # cpu | gpu | auto
@@ -89,6 +102,7 @@ class TrainerConfig:
     deterministic: bool = MISSING
     num_threads: int = MISSING  # torch intra-op threads; 0 keeps torch's default
     progress_bar: bool = MISSING
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -125,6 +139,17 @@ class PitfallConfig:
 class CalibrationConfig:
     method: str = MISSING  # temperature: one T fitted on validation logits | none
     figure: bool = MISSING  # plots/reliability_calibration.png (before/after side by side)
+
+
+@dataclass
+class BaselinesConfig:
+    """scikit-learn models fitted on the run's own training rows and preprocessing, scored on the
+    same validation and test rows (dropout_risk.model.baselines)."""
+
+    # name -> keyword arguments of its estimator; names: logreg (LogisticRegression),
+    # hgb (HistGradientBoostingClassifier). {} (baselines=none): no baselines.
+    models: dict[str, dict[str, Any]] = MISSING
+    n_resamples: int = MISSING  # bootstrap resamples for the test intervals and the MLP-vs-baseline verdict
 
 
 @dataclass
@@ -176,6 +201,7 @@ class Config:
     mechanism: MechanismConfig = field(default_factory=MechanismConfig)
     pitfall: PitfallConfig = field(default_factory=PitfallConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags
     sweep: SweepConfig | None = None  # set by pipelines/sweep.py (conf/sweep.yaml)
@@ -231,6 +257,7 @@ def register_configs() -> None:
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
     cs.store(group="calibration", name="calibration_schema", node=CalibrationConfig)
+    cs.store(group="baselines", name="baselines_schema", node=BaselinesConfig)
     cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
     cs.store(name="reproduce_schema", node=ReproduceConfig)  # the reproduce app's request (conf/reproduce.yaml)
     # compare_schema (CompareConfig) is stored by dropout_risk.compare.request.register_compare_config

@@ -53,6 +53,17 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")
     need(m.activation in ACTIVATION_NAMES,
          f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATION_NAMES)}")
+    es = t.early_stopping
+    need(es.patience >= 1, f"trainer.early_stopping.patience={es.patience} must be >= 1 "
+         "(trainer.early_stopping.enabled=false turns early stopping off)")
+    need(es.min_delta >= 0, f"trainer.early_stopping.min_delta={es.min_delta} must be >= 0")
+    need(d.cv_folds == 0 or d.cv_folds >= 2,
+         f"data.cv_folds={d.cv_folds} must be 0 (one split) or >= 2, e.g. data.cv_folds=5")
+    need(d.cv_fold is None or (d.cv_folds >= 2 and 0 <= d.cv_fold < d.cv_folds),
+         f"data.cv_fold={d.cv_fold} must be one of 0..{d.cv_folds - 1} of data.cv_folds={d.cv_folds}"
+         if d.cv_folds >= 2 else f"data.cv_fold={d.cv_fold} needs data.cv_folds=K >= 2 (or data.cv_fold=null)")
+    need(cfg.get("sweep") is None or d.cv_folds == 0,
+         f"data.cv_folds={d.cv_folds}: cross-validation runs from python pipelines/train.py, not in a sweep")
     if d.kind in ("csv", "uci_dropout"):
         need(bool(d.path), f"data={d.kind} needs a file: pass data.path=/path/to/file.csv")
     if d.kind == "csv":

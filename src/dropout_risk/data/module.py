@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from dropout_risk.data.base import DataError, TabularData
 
@@ -41,13 +41,27 @@ class InMemoryBatches:
             yield x[start : start + self.batch_size], y[start : start + self.batch_size]
 
 
-def split_indices(y: np.ndarray, val_frac: float, test_frac: float, seed: int) -> dict[str, np.ndarray]:
-    """Stratified train/val/test row indices, determined by the seed."""
+def split_indices(y: np.ndarray, val_frac: float, test_frac: float, seed: int,
+                  cv_folds: int = 0, cv_fold: int | None = None) -> dict[str, np.ndarray]:
+    """Stratified train/val/test row indices, determined by the seed. With `cv_folds` = K >= 2,
+    test is fold `cv_fold` of a stratified K-fold partition (the K test folds cover every row
+    once) and val is drawn from the other folds, about `val_frac` of all rows."""
     idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=test_frac, stratify=y, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_frac / (1 - test_frac), stratify=y[rest], random_state=seed + 1
-    )
+    if cv_folds >= 2:
+        if cv_fold is None:
+            raise DataError(f"data.cv_folds={cv_folds} needs the test fold of this run: pass data.cv_fold=0..{cv_folds - 1} "
+                            "(python pipelines/train.py runs every fold)")
+        smallest = int(np.bincount(y, minlength=2).min())
+        if smallest < cv_folds:
+            raise DataError(f"data.cv_folds={cv_folds} needs at least {cv_folds} students of each class, the smaller "
+                            f"class has {smallest}: use data.cv_folds={max(2, smallest)} or fewer")
+        folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(idx, y)
+        rest, test = list(folds)[cv_fold]
+        val_share = min(0.5, val_frac / (1 - 1 / cv_folds))
+    else:
+        rest, test = train_test_split(idx, test_size=test_frac, stratify=y, random_state=seed)
+        val_share = val_frac / (1 - test_frac)
+    train, val = train_test_split(rest, test_size=val_share, stratify=y[rest], random_state=seed + 1)
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
@@ -83,7 +97,8 @@ class StudentDataModule(pl.LightningDataModule):
                 f"{self.data.name}: only {counts.min()} rows of one class; a stratified split needs "
                 "at least 10 of each: check data.target / data.positive"
             )
-        self.splits = split_indices(y, self.cfg.val_frac, self.cfg.test_frac, self.seed)
+        self.splits = split_indices(y, self.cfg.val_frac, self.cfg.test_frac, self.seed,
+                                    self.cfg.get("cv_folds", 0), self.cfg.get("cv_fold"))
         features = self.data.features
         train_std = features.iloc[self.splits["train"]].std(axis=0, ddof=0)
         # A one-hot level that no training student has carries nothing: drop it. A raw feature
@@ -100,6 +115,10 @@ class StudentDataModule(pl.LightningDataModule):
         self.mean = train_x.mean(axis=0)
         self.std = train_x.std(axis=0)
         constant = [c for c, s in zip(self.feature_names, self.std, strict=True) if s == 0]
+        # One-hot indicators stay 0/1, as in scikit-learn's usual pipeline: standardised, a level
+        # 1 student in 120 has would become x = 11 and dominate the first layer's input.
+        is_onehot = np.array([c in onehot for c in self.feature_names], dtype=bool)
+        self.mean[is_onehot], self.std[is_onehot] = 0.0, 1.0
         if constant:
             raise DataError(
                 f"{self.data.name}: feature(s) {', '.join(constant[:5])} are constant in the training "

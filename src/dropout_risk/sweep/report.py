@@ -36,6 +36,7 @@ class SweepResult:
     gd_threshold: float | None
     boundary: tuple[float | None, float | None]
     best_trial: int | None
+    verdict: str | None = None  # the best trial minus the best baseline on test, with its interval
 
 
 def summary_frame(study: optuna.Study) -> pd.DataFrame:
@@ -72,8 +73,10 @@ def sharpness_at_init(cfg: DictConfig) -> float:
     return sharpness(net, loss_function(cfg.loss.name), x, y, iters=cfg.sweep.sharpness_iters, seed=cfg.seed)
 
 
-def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
-    """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run."""
+def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | None = None,
+           y: dict | None = None) -> SweepResult:
+    """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run;
+    with `baselines` (fitted on the sweep's split, labels `y`), the best trial's verdict."""
     from dropout_risk.analysis.boundary import observed_boundary
     from dropout_risk.analysis.sharpness import gd_threshold
     from dropout_risk.plots.divergence import divergence_chart
@@ -110,8 +113,14 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run) -> SweepResult:
         if best.user_attrs.get("run_id"):
             run.client.set_tag(best.user_attrs["run_id"], "best", "true")
     run.log_metrics(metrics, flush=True)
+    verdict = None
+    if best is not None and best.user_attrs.get("run_id") and y is not None:
+        from dropout_risk.sweep.baselines import best_trial_versus_baselines
+
+        verdict = best_trial_versus_baselines(cfg, run, run.client.get_run(best.user_attrs["run_id"]),
+                                              baselines or [], y)
     return SweepResult(study.study_name, run.run_id, run.experiment_id, frame, lam, threshold, boundary,
-                       best.number if best else None)
+                       best.number if best else None, verdict)
 
 
 def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list:

@@ -20,6 +20,7 @@ import optuna
 from omegaconf import DictConfig
 
 from dropout_risk.errors import SweepError
+from dropout_risk.sweep.baselines import fit_sweep_baselines
 from dropout_risk.sweep.report import SweepResult, report, sharpness_at_init
 from dropout_risk.sweep.space import lr_range, validate_sweep
 from dropout_risk.sweep.storage import make_storage
@@ -89,6 +90,7 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
 
         if on_imported is not None:
             on_imported()
+        baselines, y = fit_sweep_baselines(cfg, run)  # once per sweep, while the workers train
         if s.role in ("auto", "coordinator"):
             torch.set_num_threads(n_threads)
             if "sharpness_init" not in study.user_attrs:
@@ -107,7 +109,7 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
             wcfg = copy.deepcopy(cfg)
             wcfg.trainer.num_threads = n_threads
             _wait_until_finished(wcfg, study, run.run_id, log)
-        result = report(cfg, study, run)
+        result = report(cfg, study, run, baselines, y)
         run.end("FINISHED")
         return result
 

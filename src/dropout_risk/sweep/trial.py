@@ -88,6 +88,9 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     trial.set_user_attr("pid", os.getpid())
     tcfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(tcfg, False)
+    # The parent fits the baselines once per sweep and gives the best trial its intervals
+    # (sweep/baselines.py): per trial they would cost more than a short trial's training.
+    tcfg.baselines.models, tcfg.baselines.n_resamples = {}, 0
     if phase == "refine":
         rng = stable_range(_wait_for_scan(cfg, study, parent_run_id, planned, log))
         if rng is None:

@@ -26,27 +26,34 @@ from dropout_risk.tracking.run import Run
 
 
 def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
-                     final_p: np.ndarray, verdict: str) -> None:
+                     final_p: np.ndarray, verdict: str, reported_epoch: int | None = None,
+                     references: list[tuple[str, np.ndarray]] | None = None, smece: float | None = None) -> None:
     """Per-epoch diagrams into the UI's image grid (key reliability/val), drawn after fit from
-    the stored validation probabilities so plotting never slows training; the final one as
+    the stored validation probabilities so plotting never slows training; the final model's one
+    (the reported epoch's: the best with early stopping, else the last) also as
     plots/reliability_val.png, titled with `verdict` too (lr, outcome, ECE: a sweep's
-    reliability grid is these images side by side)."""
+    reliability grid is these images side by side). `references` (label, validation probabilities
+    of the baselines) and the final model's `smece` are drawn in the final diagram only."""
     y = dm.tensors["val"][1].numpy().astype(np.int64)
     every = cfg.tracking.reliability_every_n_epochs
     n = len(module.val_probs)
+    reported = n if reported_epoch is None else reported_epoch
     for epoch in range(1, n + 1):
-        if epoch % every and epoch != n:
+        if epoch % every and epoch not in (n, reported):
             continue
-        # the last epoch's model is the final one: its diagram is also plots/reliability_val.png
-        final = epoch == n and np.array_equal(module.val_probs[-1], final_p, equal_nan=True)
+        # the reported epoch's model is the final one: its diagram is also plots/reliability_val.png
+        final = (final_p is not None and epoch == reported
+                 and np.array_equal(module.val_probs[epoch - 1], final_p, equal_nan=True))
         title = f"{name} · epoch {epoch}" + (f"\n{verdict}" if final else "")
-        fig = reliability_diagram(y, module.val_probs[epoch - 1], title=title)
+        extra = {"references": references or (), "smece": smece} if final else {}
+        fig = reliability_diagram(y, module.val_probs[epoch - 1], title=title, **extra)
         run.log_image(fig, key=RELIABILITY_IMAGE_KEY, step=epoch, also_as=RELIABILITY_ARTIFACT if final else None)
         if final:
             final_p = None
         close(fig)
     if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too
-        fig = reliability_diagram(y, final_p, title=f"{name} · final (val)\n{verdict}")
+        fig = reliability_diagram(y, final_p, title=f"{name} · final (val)\n{verdict}",
+                                  references=references or (), smece=smece)
         run.log_figure(fig, RELIABILITY_ARTIFACT)
         close(fig)
 

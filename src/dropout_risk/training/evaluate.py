@@ -7,6 +7,7 @@ import torch
 
 from dropout_risk.analysis.calibration import apply_temperature, fit_temperature
 from dropout_risk.analysis.metrics import binary_metrics, truth_metrics
+from dropout_risk.analysis.smece import smece
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.plots.png import close
@@ -24,12 +25,13 @@ def evaluate(module: DropoutRiskModule, x: torch.Tensor, y: torch.Tensor, p_true
     yy = y.numpy().astype(np.int64)
     out = {f"{prefix}/loss": loss}
     out.update({f"{prefix}/{k}": v for k, v in binary_metrics(yy, p).items()})
+    out[f"{prefix}/smece"] = smece(yy, p)  # smooth ECE: no bins to choose (relplot)
     if p_true is not None:
         out.update({f"{prefix}/{k}": v for k, v in truth_metrics(yy, p, p_true).items()})
     return out, logits.numpy(), p
 
 
-CALIBRATED = ("log_loss", "brier", "ece", "ece_adaptive", "mce", "ece_true", "excess_log_loss")
+CALIBRATED = ("log_loss", "brier", "ece", "ece_adaptive", "mce", "smece", "ece_true", "excess_log_loss")
 
 
 def temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits: np.ndarray,
@@ -43,6 +45,7 @@ def temperature_scaling(run: Run, dm: StudentDataModule, name: str, val_logits: 
     for split, logits, y in (("val", val_logits, val_y), ("test", test_logits, test_y)):
         p = apply_temperature(logits, t)
         m = binary_metrics(y, p)
+        m["smece"] = smece(y, p)
         if dm.p_true(split) is not None:
             m.update(truth_metrics(y, p, dm.p_true(split)))
         out.update({f"{split}/{k}_calibrated": v for k, v in m.items() if k in CALIBRATED})

@@ -1,4 +1,5 @@
-"""Per-epoch validation as one forward pass over the in-memory validation tensors."""
+"""Per-epoch validation as one forward pass over the in-memory validation tensors; its log loss
+goes into `trainer.callback_metrics`, where Lightning's EarlyStopping looks for it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import lightning.pytorch as pl
 import torch
 
 from dropout_risk.model.module import DropoutRiskModule
+from dropout_risk.tracking.names import VAL_LOG_LOSS
 
 
 class EpochValidation(pl.Callback):
@@ -21,5 +23,6 @@ class EpochValidation(pl.Callback):
             self.x, self.y = self.x.to(pl_module.device), self.y.to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
-        pl_module.validate_epoch(self.x, self.y)
+        metrics = pl_module.validate_epoch(self.x, self.y)
         pl_module.train(was_training)
+        trainer.callback_metrics[VAL_LOG_LOSS] = torch.tensor(metrics[VAL_LOG_LOSS])

@@ -307,3 +307,17 @@ def test_differing_and_key_params_and_titles():
     assert key_params([a, b], differing_params([a, b])) == ["optim._target_", "optim.lr"]
     assert panel_title(a, ["optim._target_", "optim.lr"]).splitlines() == [
         "t-0", "optim=AdamW  lr=0.001", "ECE 0.012 · AUROC n/a · diverged"]
+
+
+def test_markdown_puts_each_interval_in_its_metrics_cell():
+    from dropout_risk.compare.fetch import RunRecord
+    from dropout_risk.compare.table import comparison_table, markdown_table
+
+    def record(run_id, metrics):
+        return RunRecord(run_id, run_id, "1", "e", "FINISHED", "", {}, metrics, {})
+
+    records = [record("a", {"test/auroc": 0.91, "test/auroc_ci_low": 0.88, "test/auroc_ci_high": 0.93, "val/ece": 0.05}),
+               record("b", {"test/auroc": 0.8, "val/ece": 0.1})]  # b has no interval (e.g. an older run)
+    md = markdown_table(records, comparison_table(records, [])).splitlines()
+    assert md[0] == "| run_id | run_name | experiment | outcome | val/ece | test/auroc [95% CI] |"
+    assert md[2].endswith("| 0.05 | 0.91 [0.88, 0.93] |") and md[3].endswith("| 0.1 | 0.8 |")

@@ -78,13 +78,27 @@ def write_csv(path: Path, records: Sequence[RunRecord], frame: pd.DataFrame) -> 
 
 
 def markdown_table(records: Sequence[RunRecord], frame: pd.DataFrame, digits: int = 4) -> str:
+    """The table as markdown; a metric with a 95% interval (`<m>_ci_low`, `<m>_ci_high`) is one
+    cell `value [low, high]` (the CSV keeps the three columns)."""
     def esc(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    header = [esc(str(c)) for c in frame.columns]
+    columns = list(frame.columns)
+    with_ci = {c for c in columns if f"{c}_ci_low" in columns and f"{c}_ci_high" in columns}
+    hidden = {f"{c}_ci_{end}" for c in with_ci for end in ("low", "high")}
+    shown = [i for i, c in enumerate(columns) if c not in hidden]
+    header = [esc(f"{c} [95% CI]" if c in with_ci else str(c)) for c in (columns[i] for i in shown)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for cells in _rows(records, frame, digits=digits):
-        lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
+        by_col = dict(zip(columns, cells, strict=True))
+        out = []
+        for i in shown:
+            col = columns[i]
+            cell = cells[i]
+            if col in with_ci and cell and by_col[f"{col}_ci_low"]:
+                cell = f"{cell} [{by_col[f'{col}_ci_low']}, {by_col[f'{col}_ci_high']}]"
+            out.append(esc(cell))
+        lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
 
 

@@ -204,3 +204,19 @@ def test_boundary_is_drawn_as_given() -> None:
     texts = " | ".join(_texts(fig))
     assert "converged\nat 0.8, diverged at 1.9" in texts
     close(fig)
+
+
+def test_baselines_are_horizontal_reference_lines_inside_the_axis() -> None:
+    """A baseline's val log loss far above the trials' losses still shows (the axis widens)."""
+    fig = divergence_chart(mixed_summary(), 2.5, "SGD", references={"logreg": 0.3, "hgb": 3.0, "bad": float("nan")})
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if "baseline" in ln.get_label()}
+    assert set(lines) == {"logreg val log loss (baseline)", "hgb val log loss (baseline)"}
+    for label, value in (("logreg", 0.3), ("hgb", 3.0)):
+        ys = lines[f"{label} val log loss (baseline)"].get_ydata()
+        assert list(ys) == [value, value]
+        lo, hi = ax.get_ylim()
+        assert lo < value < hi
+    assert "logreg val log loss (baseline)" in _texts(fig)
+    _render(fig)
+    close(fig)

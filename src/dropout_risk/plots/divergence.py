@@ -57,11 +57,15 @@ class _PlainLogFormatter(LogFormatterSciNotation):
         return f"{x:.3g}" if super().__call__(x, pos) else ""
 
 
+_REFERENCE_COLORS = ("tab:green", "tab:brown", "tab:olive")
+
+
 def divergence_chart(
     summary: pd.DataFrame,
     threshold: float | None,
     optimizer: str,
     boundary: tuple[float | None, float | None] = (None, None),
+    references: dict[str, float] | None = None,
 ) -> Figure:
     """The divergence chart of a learning-rate sweep: a new 9 x 7 in figure (dpi 100), two panels, shared log lr axis.
 
@@ -87,6 +91,9 @@ def divergence_chart(
 
     Raises ValueError if ``lr`` or ``outcome`` is missing, an lr is not a positive number, or an
     outcome is not one of the four above. An empty summary gives a chart saying "no trials".
+
+    ``references`` maps a label (e.g. "logreg") to a baseline's validation log loss on the same
+    split, drawn as a horizontal dotted line across the top panel: the level a trial must beat.
     """
     missing = [c for c in ("lr", "outcome") if c not in summary.columns]
     if missing:
@@ -164,7 +171,8 @@ def divergence_chart(
 
     # --- top panel: losses --------------------------------------------------------------------
     has_result = (outcome == "converged") | (outcome == "pruned")
-    losses = np.concatenate([train_loss[has_result], val_loss[has_result]])
+    refs = np.array([v for v in (references or {}).values() if v is not None], dtype=np.float64)
+    losses = np.concatenate([train_loss[has_result], val_loss[has_result], refs if has_result.any() else []])
     losses = losses[np.isfinite(losses) & (losses > 0)]
     if losses.size:
         lo, hi = _log_limits(losses, pad=0.0, min_span=0.3)
@@ -191,6 +199,11 @@ def divergence_chart(
         if pruned.any():
             ax_loss.plot(lr[pruned], values[pruned], ls="none", marker="v", ms=6, color=color,
                          markerfacecolor="none", label=f"{name} (pruned)")
+
+    for i, (label, value) in enumerate(sorted((references or {}).items())):
+        if value is not None and np.isfinite(value) and value > 0:
+            ax_loss.axhline(value, ls=":", lw=1.2, color=_REFERENCE_COLORS[i % len(_REFERENCE_COLORS)],
+                            label=f"{label} val log loss (baseline)")
 
     top_row = ax_loss.get_xaxis_transform()  # x in data, y in axes fraction
     diverged = outcome == "diverged"

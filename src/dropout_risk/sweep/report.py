@@ -78,6 +78,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run;
     with `baselines` (fitted on the sweep's split, labels `y`), the best trial's verdict."""
     from dropout_risk.analysis.boundary import observed_boundary
+    from dropout_risk.analysis.metrics import binary_metrics
     from dropout_risk.analysis.sharpness import gd_threshold
     from dropout_risk.plots.divergence import divergence_chart
     from dropout_risk.plots.png import close, save_tiled_png
@@ -87,7 +88,9 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     threshold = gd_threshold(lam) if lam is not None else None
     scan = frame[frame.phase == "scan"]
     boundary = observed_boundary(frame)
-    fig = divergence_chart(frame[frame.lr.notna()], threshold, optimizer_name(cfg), boundary)
+    references = {b.name: float(binary_metrics(y["val"], b.p["val"])["log_loss"]) for b in (baselines or [])} \
+        if y is not None else {}
+    fig = divergence_chart(frame[frame.lr.notna()], threshold, optimizer_name(cfg), boundary, references)
     run.log_image(fig, key=DIVERGENCE_IMAGE_KEY, step=0, also_as=DIVERGENCE_ARTIFACT)
     close(fig)
     diagrams = _scan_diagrams(run, scan)

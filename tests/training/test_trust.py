@@ -166,6 +166,7 @@ def test_cross_validation_parent_and_fold_runs(make_cfg, client):
     kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert sorted(k.data.tags["cv_fold"] for k in kids) == ["0", "1", "2"]
     assert {k.data.params["data.cv_fold"] for k in kids} == {"0", "1", "2"}  # each fold reproducible alone
+    assert sorted(k.info.run_name for k in kids) == [f"{result.run_name}-fold{i}" for i in range(3)]
     assert {k.info.status for k in kids} == {"FINISHED"}
     for key in ("test/auroc", "val/log_loss", "baseline/logreg/test/auroc", "vs_baseline/test/log_loss_diff"):
         values = [k.data.metrics[key] for k in kids]

@@ -34,9 +34,11 @@ class CVResult:
     sd: dict[str, float]
 
 
-def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
+def fold_config(cfg: DictConfig, fold: int, parent_name: str) -> DictConfig:
+    """The fold's config: its test fold, and a name that says which fold of which CV it is."""
     fcfg = copy.deepcopy(cfg)
     OmegaConf.update(fcfg, "data.cv_fold", fold)
+    OmegaConf.update(fcfg, "tracking.run_name", f"{parent_name}-fold{fold}")
     return fcfg
 
 
@@ -65,9 +67,11 @@ def cross_validate(cfg: DictConfig, overrides: list[str] | None = None) -> CVRes
         parent.log_config(cfg, overrides or [])
         results = []
         for fold in range(k):
-            results.append(train(fold_config(cfg, fold), parent_run_id=parent.run_id,
+            fcfg = fold_config(cfg, fold, name)
+            results.append(train(fcfg, parent_run_id=parent.run_id,
                                  tags={"cv_fold": str(fold), "cv_parent": parent.run_id},
-                                 overrides=[*(overrides or []), f"data.cv_fold={fold}"]))
+                                 overrides=[*(overrides or []), f"data.cv_fold={fold}",
+                                            f"tracking.run_name={fcfg.tracking.run_name}"]))
         mean, sd = aggregate(results)
         parent.log_metrics({**mean, **{f"{key}_sd": v for key, v in sd.items()}}, step=0)
         outcomes = sorted({r.outcome for r in results})

@@ -72,3 +72,19 @@ def test_no_pitfall_runs_from_any_pipeline() -> None:
     assert not cfg.pitfall.name
     for pipeline in ("train", "sweep", "compare"):
         check_pipeline(cfg, pipeline)
+
+
+def test_early_stopping_and_cross_validation_whole_messages() -> None:
+    assert _message(_cfg(trainer__early_stopping__patience=0)) == (
+        "trainer.early_stopping.patience=0 must be >= 1 "
+        "(trainer.early_stopping.enabled=false turns early stopping off)")
+    assert _message(_cfg(data__cv_folds=3, data__cv_fold=3)) == (
+        "data.cv_fold=3 must be one of 0..2 of data.cv_folds=3")
+    assert _message(_cfg(data__cv_folds=2, data__cv_fold=2)) == (
+        "data.cv_fold=2 must be one of 0..1 of data.cv_folds=2")
+    assert _message(_cfg(data__cv_fold=0)) == "data.cv_fold=0 needs data.cv_folds=K >= 2 (or data.cv_fold=null)"
+
+
+def test_two_folds_is_the_smallest_cross_validation() -> None:
+    for fold in (0, 1):
+        validate(_cfg(data__cv_folds=2, data__cv_fold=fold))

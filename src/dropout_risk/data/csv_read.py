@@ -93,6 +93,38 @@ def unknown_names(kind: str, names: Iterable[str], columns: Sequence[str], where
     )
 
 
+def raw_header(text: str, sep: str) -> list[str]:
+    """The header's names as written (stripped of spaces and a BOM): pandas renames a repeated
+    name (`grade`, `grade.1`), so duplicates are looked for here. [] if it cannot be split."""
+    try:
+        row = next((r for r in csv.reader(io.StringIO(text), delimiter=sep) if any(c.strip() for c in r)), [])
+    except csv.Error:
+        return []
+    return [c.replace("\ufeff", "").strip() for c in row]
+
+
+def check_field_counts(text: str, sep: str, where: str) -> None:
+    """Every non-blank row has as many fields as the header. pandas fills a short row with empty
+    cells, and reads a header one field short as an index column: both are refused here."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    try:
+        rows = ((reader.line_num, r) for r in reader if any(c.strip() for c in r))
+        _, header = next(rows, (0, []))
+        for data_row, (line, row) in enumerate(rows, start=1):
+            if len(row) != len(header):
+                raise data_error(
+                    f"{where}: data row {data_row} (file line {line}) has {len(row)} field(s) but the header has "
+                    f"{len(header)} (sep={sep!r}); check the separator and the quoting, and give every row as many "
+                    "fields as the header"
+                )
+    except csv.Error:
+        return  # pandas read it: its quoting rules are the ones that count
+
+
+def _duplicates(names: Sequence[str]) -> list[str]:
+    return sorted({n for n in names if n and names.count(n) > 1})
+
+
 # ----------------------------------------------------------------------------------------- reading
 def read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataFrame, Path, str, str]:
     """Read a CSV into a DataFrame with stripped column names. Returns (frame, path, sha256, sep)."""
@@ -145,11 +177,11 @@ def read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataFr
         raise data_error(f"data.path={str(p)!r} could not be parsed with sep={sep!r} ({detail}){hint}") from exc
 
     names = [str(c).replace("\ufeff", "").strip() for c in frame.columns]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = _duplicates(raw_header(text, sep)) or _duplicates(names)
     if dupes:
         raise data_error(
-            f"data.path={str(p)!r}: duplicate column name(s) {', '.join(repr(d) for d in dupes)} "
-            "(after stripping spaces); rename them in the header"
+            f"data.path={str(p)!r}: duplicate column name(s) {', '.join(repr(d) for d in dupes)} in the header "
+            "(after stripping spaces); rename them so that every column has its own name"
         )
     frame.columns = names
 
@@ -168,4 +200,5 @@ def read_frame(path: str | os.PathLike[str], sep: str | None) -> tuple[pd.DataFr
         raise data_error(
             f"data.path={str(p)!r} has a header but no data rows; pass a CSV with at least one data row"
         )
+    check_field_counts(text, sep, f"data.path={str(p)!r}")
     return frame, p, sha256, sep

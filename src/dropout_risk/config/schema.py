@@ -38,6 +38,9 @@ class DataConfig:
     sep: str | None = None  # csv: None = sniff
     drop_columns: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)  # csv: extra columns to one-hot
+    # csv / uci_dropout: numeric columns kept although they look like an ID (distinct integers
+    # increasing with the row order, e.g. 1..n), which are refused otherwise
+    allow_id_like: list[str] = field(default_factory=list)
     drop_enrolled: bool = False  # uci_dropout: drop students still enrolled
     early_warning: bool = False  # uci_dropout: drop 2nd-semester columns (they leak the future)
     val_frac: float = 0.15

@@ -21,6 +21,8 @@ class TabularData:
     p_true:   the known P(y=1 | x) when the data is synthetic, else None.
     fingerprint: what identifies the data (sha256 of file bytes, or generator version + params).
     onehot:   names of the one-hot indicator columns (a rare level may be absent from a split).
+    notes:    one-line remarks for the user (e.g. how a target of several classes was grouped),
+              printed to stderr once the data passed every check (`StudentDataModule`).
     """
 
     name: str
@@ -29,6 +31,8 @@ class TabularData:
     p_true: np.ndarray | None = None
     fingerprint: dict = field(default_factory=dict)
     onehot: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    notes_shown: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.y):

@@ -11,6 +11,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from dropout_risk.data.base import TabularData
+from dropout_risk.data.checks import check_levels, check_not_id, check_standardisable, class_note
 from dropout_risk.data.csv_read import close_matches, data_error, show_columns, unknown_names
 
 # a column whose non-empty cells parse as numbers at least this often is numeric (bad cells are errors)
@@ -48,7 +49,9 @@ def _level_order(level: str) -> tuple[int, float, str]:
 
 
 # ---------------------------------------------------------------------------------------- encoding
-def _labels(frame: pd.DataFrame, target: str, positive: Any, where: str) -> np.ndarray:
+def _labels(frame: pd.DataFrame, target: str, positive: Any, where: str,
+            target_key: str) -> tuple[np.ndarray, str | None]:
+    """y = (target == positive), and a note when the target has more than two classes."""
     if target not in frame.columns:
         columns = list(frame.columns)
         close = close_matches(target, columns)
@@ -83,11 +86,13 @@ def _labels(frame: pd.DataFrame, target: str, positive: Any, where: str) -> np.n
             f"{where}: every row has {target}={pos!r}, so the label is all one class; "
             "the target needs rows that are not data.positive"
         )
-    return y
+    return y, class_note(target_key, values, pos)
 
 
-def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.DataFrame:
-    """Numeric columns -> float64, text/categorical -> one-hot. Raises on bad or missing cells."""
+def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str,
+            allow_id_like: Sequence[str] = ()) -> pd.DataFrame:
+    """Numeric columns -> float64, text/categorical -> one-hot. Raises on bad or missing cells,
+    values too large to standardise, numeric IDs (unless in allow_id_like), too many levels."""
     n = len(frame)
     pieces: list[pd.DataFrame] = []
     missing: list[str] = []
@@ -131,6 +136,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
                     f"{where}: column {col!r} has {n_levels} distinct values in {n} rows, which looks like "
                     f"an ID, not a category; drop it with data.drop_columns=[{col!r}]"
                 )
+            check_levels(col, n_levels, n, where)
             order = sorted(set(levels), key=_level_order)
             cat = pd.Categorical(levels, categories=order)
             dummies = pd.get_dummies(cat, prefix=col, prefix_sep="=", dtype=np.float64)
@@ -147,6 +153,9 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str) -> pd.D
             missing.append(f"{col!r} ({what}{note})")
             missing_cols.append(col)
             continue
+        check_standardisable(col, values, where)
+        if col not in allow_id_like:
+            check_not_id(col, values, where)
         pieces.append(pd.DataFrame({col: values}))
     if missing:
         raise data_error(
@@ -179,16 +188,18 @@ def to_tabular(
     name: str,
     where: str,
     fingerprint: dict,
+    allow_id_like: Sequence[str] = (),
+    target_key: str | None = None,
 ) -> TabularData:
-    if isinstance(drop_columns, str):
-        drop_columns = [drop_columns]
-    if isinstance(categorical, str):
-        categorical = [categorical]
-    drop_columns = [str(c).strip() for c in drop_columns]
-    categorical = [str(c).strip() for c in categorical]
+    """target_key: how the note on a target of more than two classes names it (default: the column)."""
+    drop_columns, categorical, allow_id_like = (
+        [str(c).strip() for c in ([names] if isinstance(names, str) else names)]
+        for names in (drop_columns, categorical, allow_id_like)
+    )
     columns = list(frame.columns)
-    y = _labels(frame, target, positive, where)
-    for kind, names in (("drop_columns", drop_columns), ("categorical", categorical)):
+    y, note = _labels(frame, target, positive, where, target_key or f"target column {target!r}")
+    for kind, names in (("drop_columns", drop_columns), ("categorical", categorical),
+                        ("allow_id_like", allow_id_like)):
         err = unknown_names(kind, names, columns, where)
         if err:
             raise err
@@ -197,6 +208,7 @@ def to_tabular(
     if target in categorical:
         raise data_error(f"{where}: data.categorical contains the target {target!r}; remove it from the list")
     kept = frame.drop(columns=[target, *drop_columns])
-    features = _encode(kept, [c for c in categorical if c not in drop_columns], where)
+    features = _encode(kept, [c for c in categorical if c not in drop_columns], where, allow_id_like)
     onehot = list(features.attrs.pop("onehot", []))
-    return TabularData(name=name, features=features, y=y, p_true=None, fingerprint=fingerprint, onehot=onehot)
+    return TabularData(name=name, features=features, y=y, p_true=None, fingerprint=fingerprint, onehot=onehot,
+                       notes=[note] if note else [])

@@ -27,16 +27,19 @@ def _file_key(path: str) -> tuple:
 
 
 def load_data(cfg: DictConfig, seed: int) -> TabularData:
+    allow_id_like = tuple(cfg.get("allow_id_like") or ())
     if cfg.kind == "cohort":
         key: tuple = ("cohort", cfg.n_students, seed)
         make = lambda: generate_cohort(cfg.n_students, seed)  # noqa: E731
     elif cfg.kind == "uci_dropout":
-        key = ("uci", _file_key(cfg.path), cfg.drop_enrolled, cfg.early_warning, tuple(cfg.drop_columns))
+        key = ("uci", _file_key(cfg.path), cfg.drop_enrolled, cfg.early_warning, tuple(cfg.drop_columns),
+               allow_id_like)
         make = lambda: load_uci_dropout(  # noqa: E731
             cfg.path,
             drop_enrolled=cfg.drop_enrolled,
             early_warning=cfg.early_warning,
             drop_columns=tuple(cfg.drop_columns),
+            allow_id_like=allow_id_like,
         )
     elif cfg.kind == "csv":
         key = (
@@ -47,6 +50,7 @@ def load_data(cfg: DictConfig, seed: int) -> TabularData:
             cfg.sep,
             tuple(cfg.drop_columns),
             tuple(cfg.categorical),
+            allow_id_like,
         )
         make = lambda: load_csv(  # noqa: E731
             cfg.path,
@@ -55,6 +59,7 @@ def load_data(cfg: DictConfig, seed: int) -> TabularData:
             sep=cfg.sep,
             drop_columns=tuple(cfg.drop_columns),
             categorical=tuple(cfg.categorical),
+            allow_id_like=allow_id_like,
         )
     else:
         raise DataError(f"data.kind={cfg.kind!r} is unknown: use data=cohort, data=csv or data=uci_dropout")

@@ -3,8 +3,12 @@
 
 Every problem with the input raises :class:`DataError` with one line saying what is wrong and
 which setting fixes it (``data.path``, ``data.sep``, ``data.target``, ``data.positive``,
-``data.drop_columns``, ``data.categorical``). Nothing is imputed or silently dropped: a cell that
-cannot become a finite float is an error naming its column.
+``data.drop_columns``, ``data.categorical``, ``data.allow_id_like``). Nothing is imputed or silently
+dropped: a cell that cannot become a finite float is an error naming its column. Also refused (checks in
+data/csv_read.py and data/checks.py): a header naming a column twice, a row with another number of
+fields than the header, a value too large to standardise, a numeric column of distinct integers
+increasing with the row order (an ID; ``allow_id_like`` keeps it), a categorical column of more than
+1000 levels. A target of more than two classes is grouped as ``positive`` vs the rest, with a note.
 
 Feature encoding: numeric columns become float64; text columns and the columns listed in
 ``categorical`` are one-hot encoded as ``"column=value"`` float columns (every level kept, levels
@@ -68,6 +72,7 @@ def load_csv(
     drop_columns: Sequence[str] = (),
     categorical: Sequence[str] = (),
     name: str = "csv",
+    allow_id_like: Sequence[str] = (),
 ) -> TabularData:
     """Load any CSV with a binary label ``y = (target == positive)``.
 
@@ -75,6 +80,8 @@ def load_csv(
     positive:     the target value meaning "dropout", compared as normalised text (``1`` matches "1").
     drop_columns: removed before anything else is checked (IDs, leaking or broken columns).
     categorical:  one-hot encoded even if numeric (integer-coded categories); text columns always are.
+    allow_id_like: numeric columns kept although they look like an ID (distinct integers increasing
+                  with the row order, e.g. 1..n), which are refused otherwise.
     Fingerprint:  ``{"sha256": <file bytes>, "path": ..., "rows": <rows>}``.
     """
     frame, p, sha256, _ = read_frame(path, sep)
@@ -89,6 +96,8 @@ def load_csv(
         name=name,
         where=where,
         fingerprint=fingerprint,
+        allow_id_like=allow_id_like,
+        target_key=f"data.target={str(target).strip()!r}",
     )
 
 
@@ -98,6 +107,7 @@ def load_uci_dropout(
     early_warning: bool = False,
     sep: str = UCI_SEP,
     drop_columns: Sequence[str] = (),
+    allow_id_like: Sequence[str] = (),
 ) -> TabularData:
     """The UCI "Predict Students' Dropout and Academic Success" file as Dropout (1) vs the rest (0).
 
@@ -147,4 +157,5 @@ def load_uci_dropout(
         name="uci_dropout",
         where=where,
         fingerprint=fingerprint,
+        allow_id_like=allow_id_like,
     )

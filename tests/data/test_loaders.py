@@ -57,10 +57,10 @@ def test_constant_feature_is_refused_by_the_datamodule(tmp_path):
 
 
 def test_an_edited_file_is_read_again(tmp_path):
-    path = write_csv(tmp_path, "a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    path = write_csv(tmp_path, "a,y\n" + "".join(f"{i % 7},{i % 2}\n" for i in range(20)))
     first = load_data(_csv_cfg(path), 0)
     assert load_data(_csv_cfg(path), 0) is first  # cached
-    write_csv(tmp_path, "a,y\n" + "".join(f"{i},{(i + 1) % 2}\n" for i in range(20)))
+    write_csv(tmp_path, "a,y\n" + "".join(f"{i % 7},{(i + 1) % 2}\n" for i in range(20)))
     stat = os.stat(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a distinct mtime on any clock
     second = load_data(_csv_cfg(path), 0)

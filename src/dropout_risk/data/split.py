@@ -97,7 +97,7 @@ def standardise(data: TabularData, cfg: DictConfig, seed: int) -> Standardised:
     if constant:
         raise DataError(
             f"{data.name}: feature(s) {', '.join(constant[:5])} are constant in the training "
-            "split and carry no information: drop them with data.drop_columns=[...]"
+            f"split and carry no information: drop them with data.drop_columns=[{', '.join(map(repr, constant))}]"
         )
     # Non-finite features must never reach training (they would show up as a "diverged" loss).
     overflow = "cannot be standardised (the training split's mean/std overflow float64)"

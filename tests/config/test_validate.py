@@ -30,9 +30,15 @@ CSV = ["data=csv", "data.path=students.csv", "data.target=y", "data.positive=1"]
 NEED_CASES = [
     pytest.param("data.kind", [["data.kind=parquet"], ["data.kind=Cohort"]],
                  [["data.kind=cohort"], CSV, ["data=uci_dropout", "data.path=x.csv"]], id="data.kind"),
-    pytest.param("optim.lr", [["optim.lr=0"], ["optim.lr=-1e-3"]], [["optim.lr=1e-300"]], id="optim.lr"),
-    pytest.param("optim.weight_decay", [["optim.weight_decay=-1e-12"]], [["optim.weight_decay=0"]],
-                 id="optim.weight_decay"),
+    pytest.param("optim.lr", [["optim.lr=0"], ["optim.lr=-1e-3"], ["optim.lr=inf"], ["optim.lr=nan"]],
+                 [["optim.lr=1e-300"], ["optim.lr=1.7e308"]], id="optim.lr"),
+    pytest.param("optim.weight_decay", [["optim.weight_decay=-1e-12"], ["optim.weight_decay=inf"],
+                                        ["optim.weight_decay=nan"]],
+                 [["optim.weight_decay=0"], ["optim.weight_decay=1.7e308"]], id="optim.weight_decay"),
+    pytest.param("trainer.accelerator", [["trainer.accelerator=tpu"], ["trainer.accelerator=CPU"]],
+                 [["trainer.accelerator=cpu"], ["trainer.accelerator=auto"]], id="trainer.accelerator"),
+    pytest.param("trainer.accelerator=cpu", [["trainer.accelerator=gpu"], ["trainer.accelerator=cuda"]],
+                 [["trainer.accelerator=cpu"], ["trainer.accelerator=auto"]], id="trainer.accelerator-no-gpu"),
     pytest.param("trainer.max_epochs", [["trainer.max_epochs=0"]], [["trainer.max_epochs=1"]],
                  id="trainer.max_epochs"),
     pytest.param("data.batch_size", [["data.batch_size=0"]], [["data.batch_size=1"]], id="data.batch_size"),
@@ -87,6 +93,12 @@ OTHER_CASES = [
 
 
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}
+
+
+@pytest.fixture(autouse=True)
+def no_gpu(monkeypatch):
+    """This machine as one without CUDA, whatever it has (tests/config/test_safety.py: with one)."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dropout_risk.config.safety import check_header, check_received
 from dropout_risk.config.schema import SCHEMA_VERSION, AdamWConfig, Config, OptimConfig, SGDConfig
 from dropout_risk.config.targets import check_targets
-from dropout_risk.config.validate import validate
+from dropout_risk.config.validate import cuda_available, validate
 from dropout_risk.errors import ConfigError, ReproduceError
 from dropout_risk.tracking.names import CONFIG_ARTIFACT, TRIAL_NAME
 
@@ -42,8 +43,9 @@ def load_config_file(path: str | Path) -> DictConfig:
 
 def load_config_text(text: str, source: str) -> DictConfig:
     """A saved config as the training schema sees it. Refuses (one line): not YAML, not a mapping,
-    a newer schema_version, a `_target_` outside the allow-list, unknown keys, wrong types,
-    missing required keys and values `validate` rejects."""
+    what a received config may not hold (config/safety.py: resolver calls such as ${oc.env:...},
+    defaults beyond the schema, hydra code hooks), a newer schema_version, a `_target_` outside
+    the allow-list, unknown keys, wrong types, missing required keys and values `validate` rejects."""
     import yaml
     from omegaconf.errors import OmegaConfBaseException
 
@@ -57,8 +59,14 @@ def load_config_text(text: str, source: str) -> DictConfig:
         raise ReproduceError(f"{source} is not valid YAML{at}: fix the file or use the run's {CONFIG_ARTIFACT}") from None
     if not isinstance(raw, dict):
         raise ReproduceError(f"{source} is not a dropout-risk config: expected keys such as seed, data, optim, trainer")
+    try:
+        check_header(text)
+        check_received(raw)  # before anything merges, resolves or instantiates it
+    except ConfigError as exc:
+        raise ReproduceError(f"{source}: {exc}") from None
     raw = dict(raw)
     raw.pop("defaults", None)  # names the schema for plain Hydra; applied here directly
+    raw.pop("hydra", None)  # only where Hydra writes its files (check_received): nothing of a re-run's
     version = raw.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
         raise ReproduceError(f"{source}: schema_version={version!r} must be an integer (this dropout-risk writes {SCHEMA_VERSION})")
@@ -83,6 +91,9 @@ def load_config_text(text: str, source: str) -> DictConfig:
     if missing:
         raise ReproduceError(f"{source} lacks {', '.join(missing)}: it is not a complete saved config; use a run's "
                              f"{CONFIG_ARTIFACT}")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not cuda_available():
+        raise ReproduceError(f"{source} trains on trainer.accelerator={cfg.trainer.accelerator} and this machine has "
+                             "no CUDA device: reproduce it on a machine with a GPU (a CPU re-run gives other numbers)")
     try:
         validate(cfg)
     except ConfigError as exc:

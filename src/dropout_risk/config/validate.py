@@ -3,11 +3,19 @@ Each raises ConfigError naming the key and the fix."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import is_dataclass
+from typing import Any, get_args, get_type_hints
+
 from omegaconf import DictConfig
 
-from dropout_risk.config.schema import ACTIVATION_NAMES, SCHEMA_VERSION
+from dropout_risk.config.optim_args import optimizer_args
+from dropout_risk.config.safety import check_config
+from dropout_risk.config.schema import ACTIVATION_NAMES, SCHEMA_VERSION, Config
 from dropout_risk.config.targets import check_targets
 from dropout_risk.errors import ConfigError
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 
 
 def check_pipeline(cfg: DictConfig, pipeline: str) -> None:
@@ -18,15 +26,52 @@ def check_pipeline(cfg: DictConfig, pipeline: str) -> None:
                           f"python pipelines/{p.pipeline}.py experiment=pitfall_{p.name}")
 
 
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field holds (`SweepConfig | None` -> SweepConfig), None for plain values and dicts."""
+    if is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    return next((a for a in get_args(hint) if is_dataclass(a)), None)
+
+
+def check_known_keys(node: dict, schema: type = Config, path: str = "") -> None:
+    """Every key of a (resolved) config is one the schema knows: `+foo=1` or `+data.foo=1` would
+    otherwise be logged as a param and used by nothing. `tags` and `baselines.models` are free-form;
+    `optim` is checked against its optimiser's constructor (config/optim_args.py)."""
+    import difflib
+
+    hints = get_type_hints(schema)
+    for key, value in node.items():
+        here = f"{path}.{key}" if path else str(key)
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=1)
+            hint = (f"did you mean {path + '.' if path else ''}{close[0]}?" if close
+                    else f"keys here: {', '.join(k for k in hints if not k.startswith('_'))}")
+            free = f"; a value of your own goes under tags (+tags.{key}=...)" if not path else ""
+            raise ConfigError(f"unknown config key '{here}': {hint}{free}")
+        sub = _dataclass_in(hints[key])
+        if sub is not None and isinstance(value, dict) and here != "optim":
+            check_known_keys(value, sub, here)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def validate(cfg: DictConfig) -> None:
-    """Checks beyond the schema's types. Raises ConfigError naming the key and the fix."""
-    version = cfg.get("schema_version", SCHEMA_VERSION)
+    """Checks beyond the schema's types. Raises ConfigError naming the key and the fix.
+    First what makes a config data (config/safety.py): no resolver call anywhere, then the
+    resolved values alone are checked (allow-list at any depth, keys, optimiser arguments)."""
+    resolved = check_config(cfg)  # first: reading any value resolves it
+    version = resolved.get("schema_version", SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
         raise ConfigError(
             f"schema_version={version} was written by a newer dropout-risk (this one reads "
             f"<= {SCHEMA_VERSION}); upgrade dropout-risk to run this config"
         )
-    check_targets(cfg)
+    check_targets(resolved)
+    check_known_keys(resolved)
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -34,8 +79,15 @@ def validate(cfg: DictConfig) -> None:
 
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.trainer
     need(d.kind in ("cohort", "csv", "uci_dropout"), f"data.kind={d.kind!r} is unknown: use data=cohort, data=csv or data=uci_dropout")
-    need(o.lr > 0, f"optim.lr={o.lr} must be > 0: pass a positive learning rate, e.g. optim.lr=1e-3")
-    need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+    need(math.isfinite(o.lr) and o.lr > 0,
+         f"optim.lr={o.lr} must be > 0 and finite: pass a positive learning rate, e.g. optim.lr=1e-3")
+    need(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+         f"optim.weight_decay={o.weight_decay} must be >= 0 and finite")
+    need(t.accelerator in ACCELERATORS,
+         f"trainer.accelerator={t.accelerator!r} is unknown: use one of {', '.join(ACCELERATORS)}")
+    need(t.accelerator not in ("gpu", "cuda") or cuda_available(),
+         f"trainer.accelerator={t.accelerator}: this machine has no CUDA GPU (torch.cuda.is_available() is false); "
+         "pass trainer.accelerator=cpu")
     need(t.max_epochs >= 1, f"trainer.max_epochs={t.max_epochs} must be >= 1: pass e.g. trainer.max_epochs=20")
     need(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be >= 1: pass e.g. data.batch_size=256")
     need(0 < d.val_frac < 1 and 0 < d.test_frac < 1 and d.val_frac + d.test_frac < 0.9,
@@ -69,3 +121,4 @@ def validate(cfg: DictConfig) -> None:
     if d.kind == "csv":
         need(bool(d.target), "data=csv needs the label column: pass data.target=COLUMN")
         need(d.positive is not None, "data=csv needs the positive label: pass data.positive=VALUE")
+    optimizer_args(resolved["optim"])  # last: the value checks above name the key better than torch does

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from dropout_risk.config.optim_args import optimizer_args
+from dropout_risk.config.safety import check_config
 from dropout_risk.config.targets import check_targets
-
-# Keys of the optim config that are ours, not the optimiser's.
-_NOT_OPTIMIZER_ARGS = ("zero_grad", "scan_range")
 
 
 def optimizer_factory(optim_cfg: DictConfig) -> partial:
-    """The `_partial_` optimiser from config (allow-listed target), minus our own keys."""
-    check_targets(optim_cfg, "optim")
-    args = OmegaConf.to_container(optim_cfg, resolve=True)
-    for key in _NOT_OPTIMIZER_ARGS:
-        args.pop(key, None)
-    args["_partial_"] = True
-    return instantiate(args)
+    """The optimiser from config as `partial(cls, **args)`, waiting for the parameters: built from
+    the RESOLVED config that was checked (no resolver call, allow-listed target at any depth, the
+    constructor's own arguments), never through Hydra's instantiate, which would parse the
+    resolved strings as a config again."""
+    resolved = check_config(optim_cfg, "optim")
+    check_targets(resolved, "optim")
+    cls, args = optimizer_args(resolved)
+    return partial(cls, **args)

@@ -4,19 +4,74 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from dropout_risk.config.explain import explain_error
-from dropout_risk.config.paths import CONF_DIR
+from dropout_risk.config.paths import CONF_DIR, PROJECT_ROOT
+from dropout_risk.config.safety import check_command_line, check_received_text
 from dropout_risk.errors import ConfigError
+
+PIPELINES_DIR = PROJECT_ROOT / "pipelines"  # Hydra reads a relative --config-path from the script's folder
+# Hydra's flags that do something else than running the job with the composed config.
+_OTHER_FLAGS = ("help", "hydra_help", "cfg", "resolve", "package", "run", "multirun", "shell_completion", "info")
+
+
+def received_config(args: list[str], config_name: str) -> tuple[Path, str, list[str], bool]:
+    """(config folder, config name, overrides, whether to leave the rest to Hydra) for this
+    command line. A config from someone else's folder (`--config-path DIR --config-name config`,
+    or a name found only in `--config-dir DIR`) is checked as a received config
+    (config/safety.py) before Hydra reads it: Hydra runs a file's hydra.callbacks before any check
+    of ours. `--experimental-rerun` (a pickle: it runs code) is refused."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    if not any(a.startswith("-") for a in args):
+        return CONF_DIR, config_name, args, False
+    if "--version" in args:
+        return CONF_DIR, config_name, args, True
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        parsed, unknown = parser.parse_known_args(args)
+    except (argparse.ArgumentError, SystemExit):  # e.g. a flag without its value: Hydra says so
+        return CONF_DIR, config_name, args, True
+    if parsed.experimental_rerun:
+        raise ConfigError("--experimental-rerun loads a pickle, which can run code: re-run a logged config with "
+                          "--config-path <absolute folder of its config.yaml> --config-name config")
+    hydra_only = bool(unknown) or any(getattr(parsed, f) for f in _OTHER_FLAGS) or bool(parsed.config_dir)
+    name = parsed.config_name or config_name
+    file_name = name if name.endswith(".yaml") else f"{name}.yaml"
+    path = parsed.config_path
+    if path and path.startswith("pkg://"):  # an installed package's own configs
+        return CONF_DIR, name, parsed.overrides, True
+    dirs = [(Path(path) if Path(path).is_absolute() else PIPELINES_DIR / path) if path else CONF_DIR]
+    if parsed.config_dir:
+        dirs.append(Path(parsed.config_dir).resolve())
+    found = next((d for d in dirs if (d / file_name).is_file()), None)
+    if found is None:
+        raise ConfigError(f"no {file_name} in {' or '.join(str(d) for d in dirs)}: pass the absolute folder of a "
+                          "run's config.yaml as --config-path and --config-name config")
+    if found.resolve() != CONF_DIR.resolve():
+        file = found / file_name
+        try:
+            check_received_text(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file}: cannot read it ({exc.__class__.__name__})") from None
+        except ConfigError as exc:
+            raise ConfigError(f"config file {file}: {exc}") from None
+    return found, name, parsed.overrides, hydra_only
 
 
 def preflight(config_name: str = "config", argv: list[str] | None = None,
               on_composed: Callable[[DictConfig], None] | None = None) -> None:
     """Compose and check the config once before Hydra does, so that a bad override ends in one
     line (`error: ...`, exit 2) within a second, instead of Hydra's multi-line report or an error
-    after torch/Lightning/MLflow have loaded. Flags (--cfg, -m, --config-path ...) are left to Hydra.
+    after torch/Lightning/MLflow have loaded. Every override is refused a resolver call first
+    (configs are data), and a config from another folder (--config-path) is checked as received
+    (`received_config`) and then composed from there; other flags (--cfg, -m ...) are left to Hydra.
     `on_composed(cfg)` runs once the config composed and names the right pipeline, before the
     value checks (which import torch for the `_target_` allow-list): the sweep starts its worker
     processes there, so their imports overlap everything after."""
@@ -25,11 +80,17 @@ def preflight(config_name: str = "config", argv: list[str] | None = None,
     from dropout_risk.config.validate import check_pipeline, validate
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a.startswith("-") for a in args):
+    try:
+        check_command_line(args)  # any flags: an override's resolver call is refused all the same
+        folder, name, args, hydra_only = received_config(args, config_name)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if hydra_only:  # --cfg, -m, --help ...: Hydra's own; train() checks the config all the same
         return
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
         try:
-            cfg = compose(config_name, overrides=args)
+            cfg = compose(name, overrides=args)
         except Exception as exc:  # noqa: BLE001 - any composition error becomes one line
             print(f"error: {explain_error(exc, args)}", file=sys.stderr)
             sys.exit(2)

@@ -19,8 +19,8 @@ def explain_error(exc: BaseException, overrides: list[str]) -> str:
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     cause: BaseException = exc
-    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
-        cause = cause.__cause__
+    while not isinstance(cause, OmegaConfBaseException) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
     if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
         found = re.search(r"Could not find '([^']+)'", str(exc))
         group = found.group(1).rsplit("/", 1)[0] if found else ""
@@ -33,7 +33,7 @@ def explain_error(exc: BaseException, overrides: list[str]) -> str:
         known: list[str] = []
         node = getattr(cause, "parent_node", None)
         if node is not None:
-            known = [str(k) for k in node.keys() if not str(k).startswith("_")]
+            known = [str(k) for k in node.keys() if not str(k).startswith("_") and not (k == "hydra" and not parent)]
         close = difflib.get_close_matches(full_key.rsplit(".", 1)[-1], known, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else (
             f"keys here: {', '.join(known)}" if known else "check the spelling against conf/")

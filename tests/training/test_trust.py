@@ -180,7 +180,7 @@ def test_cross_validation_parent_and_fold_runs(make_cfg, client):
 def test_more_folds_than_students_of_a_class_is_one_line_and_no_run(make_cfg, client, tmp_path):
     from helpers import write_csv
 
-    rows = "\n".join(f"{i},{i % 5},{1 if i < 12 else 0}" for i in range(200))
+    rows = "\n".join(f"{(i * 7) % 200},{i % 5},{1 if i < 12 else 0}" for i in range(200))
     path = write_csv(tmp_path, "a,b,label\n" + rows + "\n")
     cfg = make_cfg("data=csv", f"data.path={path}", "data.target=label", "data.positive=1", "data.cv_folds=13", *LEAN)
     exp = client.get_experiment_by_name("dropout-risk")

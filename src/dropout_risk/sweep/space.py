@@ -43,6 +43,16 @@ def validate_sweep(cfg: DictConfig) -> None:
     if s.pruner.name not in ("median", "none"):
         raise SweepError(f"sweep.pruner.name={s.pruner.name!r} is unknown: use median or none")
     search_space(cfg)
+    from dropout_risk.data.loaders import load_data
+    from dropout_risk.data.split import standardise
+    from dropout_risk.model.baselines import ESTIMATORS
+
+    # data the split cannot use fails here, before the study and the parent run exist (torch-free)
+    standardise(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
+    unknown = [name for name in cfg.baselines.models if name not in ESTIMATORS]
+    if unknown:
+        raise SweepError(f"baselines.models.{unknown[0]} is unknown: use one of {', '.join(ESTIMATORS)} "
+                         "(or baselines=none)")
 
 
 def search_space(cfg: DictConfig) -> dict[str, tuple[float, float]]:

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk.config.validate import validate
 from dropout_risk.data.loaders import load_data
-from dropout_risk.data.module import split_indices
+from dropout_risk.data.split import standardise
+from dropout_risk.model.baselines import check_baselines
 from dropout_risk.tracking.names import run_name
 from dropout_risk.tracking.provenance import provenance_tags
 from dropout_risk.tracking.run import Run
@@ -57,9 +58,10 @@ def cross_validate(cfg: DictConfig, overrides: list[str] | None = None) -> CVRes
     check_tracking(cfg.tracking.uri)
     k = cfg.data.cv_folds
     data = load_data(cfg.data, cfg.seed)
-    for fold in range(k):  # every fold's split is possible, before the parent run exists
-        split_indices(data.y, cfg.data.val_frac, cfg.data.test_frac, cfg.seed, k, fold)
+    check_baselines(cfg)
     name = f"cv{k}-{run_name(cfg)}"
+    for fold in range(k):  # every fold's split and standardisation works, before the parent run exists
+        standardise(data, fold_config(cfg, fold, name).data, cfg.seed)
     parent = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name,
                        tags={"cv_folds": str(k), "seed": str(cfg.seed), "data": data.name,
                              "mlflow.experimentKind": "custom_model_development", **provenance_tags()})

@@ -79,10 +79,10 @@ def validate(cfg: DictConfig) -> None:
 
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.trainer
     need(d.kind in ("cohort", "csv", "uci_dropout"), f"data.kind={d.kind!r} is unknown: use data=cohort, data=csv or data=uci_dropout")
-    need(math.isfinite(o.lr) and o.lr > 0,
-         f"optim.lr={o.lr} must be > 0 and finite: pass a positive learning rate, e.g. optim.lr=1e-3")
-    need(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
-         f"optim.weight_decay={o.weight_decay} must be >= 0 and finite")
+    need(math.isfinite(o.lr), f"optim.lr={o.lr} must be a finite number: pass a positive learning rate, e.g. optim.lr=1e-3")
+    need(o.lr > 0, f"optim.lr={o.lr} must be > 0: pass a positive learning rate, e.g. optim.lr=1e-3")
+    need(math.isfinite(o.weight_decay), f"optim.weight_decay={o.weight_decay} must be a finite number, e.g. 0.01")
+    need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
     need(t.accelerator in ACCELERATORS,
          f"trainer.accelerator={t.accelerator!r} is unknown: use one of {', '.join(ACCELERATORS)}")
     need(t.accelerator not in ("gpu", "cuda") or cuda_available(),

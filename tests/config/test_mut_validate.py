@@ -5,14 +5,16 @@ Configs are real Hydra compositions (one per group choice, copied per case)."""
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 
 import pytest
 from helpers import CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from dropout_risk.config.schema import ACTIVATION_NAMES
-from dropout_risk.config.validate import check_pipeline, validate
+from dropout_risk.config import validate as validate_module
+from dropout_risk.config.schema import ACTIVATION_NAMES, Config, OptimConfig
+from dropout_risk.config.validate import check_known_keys, check_pipeline, validate
 from dropout_risk.errors import ConfigError
 
 _COMPOSED: dict[tuple[str, ...], object] = {}
@@ -88,3 +90,43 @@ def test_early_stopping_and_cross_validation_whole_messages() -> None:
 def test_two_folds_is_the_smallest_cross_validation() -> None:
     for fold in (0, 1):
         validate(_cfg(data__cv_folds=2, data__cv_fold=fold))
+
+
+def test_trainer_accelerator_whole_messages(monkeypatch) -> None:
+    assert _message(_cfg(trainer__accelerator="tpu")) == (
+        "trainer.accelerator='tpu' is unknown: use one of cpu, gpu, cuda, auto")
+    monkeypatch.setattr(validate_module, "cuda_available", lambda: False)
+    assert _message(_cfg(trainer__accelerator="gpu")) == (
+        "trainer.accelerator=gpu: this machine has no CUDA GPU (torch.cuda.is_available() is false); "
+        "pass trainer.accelerator=cpu")
+
+
+def _unknown(node: dict, *args) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_known_keys(node, *args)
+    return str(info.value)
+
+
+def test_an_unknown_key_is_named_with_the_closest_known_one() -> None:
+    assert _unknown({"seed": 1, "sed": 1}) == (
+        "unknown config key 'sed': did you mean seed?; a value of your own goes under tags (+tags.sed=...)")
+    # nested: the full dotted path, and no tags hint (tags hold top-level values only)
+    assert _unknown({"data": {"kind": "csv", "n_student": 5}}) == (
+        "unknown config key 'data.n_student': did you mean data.n_students?")
+    # an optional group (`sweep: SweepConfig | None`) is checked too
+    assert _unknown({"sweep": {"n_scann": 3}}) == "unknown config key 'sweep.n_scann': did you mean sweep.n_scan?"
+
+
+def test_an_unknown_key_without_a_close_one_lists_the_keys_there() -> None:
+    keys = ", ".join(f.name for f in fields(Config))
+    assert keys.startswith("schema_version, seed, data, ")
+    assert _unknown({"zzzz": 1}) == (
+        f"unknown config key 'zzzz': keys here: {keys}; a value of your own goes under tags (+tags.zzzz=...)")
+    # Hydra's _target_ and _partial_ are not keys to suggest
+    assert _unknown({"qqqq": 1}, OptimConfig, "optim") == (
+        "unknown config key 'optim.qqqq': keys here: lr, weight_decay, fused, zero_grad, scan_range")
+
+
+def test_known_keys_and_free_form_groups_pass() -> None:
+    check_known_keys({"seed": 1, "data": {"kind": "csv"}, "tags": {"anything": "x"}, "sweep": None,
+                      "optim": {"betas": [0.9, 0.99]}})  # optim: checked against its optimiser instead

@@ -321,3 +321,14 @@ def test_markdown_puts_each_interval_in_its_metrics_cell():
     md = markdown_table(records, comparison_table(records, [])).splitlines()
     assert md[0] == "| run_id | run_name | experiment | outcome | val/ece | test/auroc [95% CI] |"
     assert md[2].endswith("| 0.05 | 0.91 [0.88, 0.93] |") and md[3].endswith("| 0.1 | 0.8 |")
+
+
+def test_compare_command_line_refuses_resolvers(capsys, monkeypatch):
+    """Configs are data on compare's command line too: no environment value reaches a comparison."""
+    from dropout_risk.compare.request import preflight
+
+    monkeypatch.setenv("DROPOUT_RISK_SECRET", "s3cr3t")
+    with pytest.raises(SystemExit) as info:
+        preflight(["runs=[${oc.env:DROPOUT_RISK_SECRET}]"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err == "error: configs are data: ${oc.env:...} at runs is not allowed; pass the value itself\n"

@@ -57,7 +57,15 @@ def preflight(argv: Sequence[str] | None = None) -> None:
 
     from dropout_risk.config.explain import explain_error
 
+    from dropout_risk.config.safety import check_command_line
+    from dropout_risk.errors import ConfigError
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_command_line(args)  # configs are data: no ${oc.env:...} or other resolver
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     if any(a.startswith("-") for a in args):
         return
     try:

@@ -56,7 +56,6 @@ def preflight(argv: Sequence[str] | None = None) -> None:
     from hydra.errors import OverrideParseException
 
     from dropout_risk.config.explain import explain_error
-
     from dropout_risk.config.safety import check_command_line
     from dropout_risk.errors import ConfigError
 

@@ -40,6 +40,9 @@ TAG_BEST_RUN_ID = "best_run_id"  # on a sweep's parent
 TAG_REPRODUCED_FROM = "reproduced_from"
 TAG_PITFALL = "pitfall"
 TAG_PITFALL_ROLE = "pitfall_role"  # pitfall | healthy
+TAG_HOST = "host"  # the process writing the run (tracking/process.py): host,
+TAG_PID = "pid"  # pid
+TAG_PID_START = "pid_start"  # and start time (Linux clock ticks after boot), against pid reuse
 
 # --- metrics read back by other parts -----------------------------------------------------------
 TRAIN_LOSS = "train/loss"  # per step

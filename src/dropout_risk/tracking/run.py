@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from dropout_risk.tracking.names import CONFIG_ARTIFACT, OVERRIDES_ARTIFACT, TAG_ERROR
+from dropout_risk.tracking.process import process_tags
 from dropout_risk.tracking.store import client, get_experiment_id
 
 _BATCH = 1000  # MLflow accepts at most 1000 metrics (100 params) per log_batch request
@@ -43,10 +44,15 @@ class Run:
     """One MLflow run, written through MlflowClient. Metrics are buffered and sent with
     `log_batch` (one synchronous `log_metric` costs ~3 ms; 1,000 metrics in a batch ~60 ms)."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, claim: bool = True) -> None:
+        """A handle on an existing run for this process to write (a resumed sweep's parent run):
+        `claim` tags it with this process (host, pid), so that another start does not take it for
+        a run whose process died (tracking/process.py). Run.start tags new runs as it creates them."""
         self.client, self.run_id = client, run_id
         self._metrics: list[Metric] = []
         self.ended = False
+        if claim:
+            self.set_tags(process_tags())
 
     @classmethod
     def start(
@@ -60,11 +66,11 @@ class Run:
     ) -> Run:
         store = client(uri)
         exp_id = get_experiment_id(store, experiment, artifact_location)
-        all_tags = dict(tags or {})
+        all_tags = {**(tags or {}), **process_tags()}  # who writes it, from its first moment
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = store.create_run(exp_id, run_name=run_name, tags=all_tags)
-        return cls(store, run.info.run_id)
+        return cls(store, run.info.run_id, claim=False)
 
     @property
     def experiment_id(self) -> str:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from dropout_risk.errors import TrackingError
+from dropout_risk.tracking.process import close_dead_runs
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -32,8 +37,59 @@ def resolve_uri(uri: str) -> str:
 
 
 def client(uri: str) -> MlflowClient:
-    """The one way this package opens a store: MlflowClient on the resolved URI."""
-    return MlflowClient(tracking_uri=resolve_uri(uri))
+    """The one way this package opens a store: MlflowClient on the resolved URI. The first time a
+    process opens a store (every pipeline start does), a local SQLite store is created or migrated
+    under a file lock (MLflow's migration is not safe when several processes start together on a
+    new store), and the RUNNING runs of this host whose process died are closed as KILLED."""
+    resolved = resolve_uri(uri)
+    if resolved not in _opened:
+        with _opening:
+            if resolved not in _opened:
+                _first_open(resolved)
+                _opened.add(resolved)
+    return MlflowClient(tracking_uri=resolved)
+
+
+_opened: set[str] = set()  # stores this process has opened (resolved URIs)
+_opening = threading.Lock()
+LOCK_TIMEOUT_S = 120.0  # MLflow's migration of a new store takes ~2 s
+
+
+def _first_open(uri: str) -> None:
+    check_tracking(uri)  # a tracking server: reachable and accepting us, or one line (not minutes of retries)
+    path = sqlite_path(uri)
+    with store_lock(path) if path is not None else nullcontext():
+        # MlflowClient() creates and migrates a new SQLite store (MLflow then keeps it per process)
+        store = MlflowClient(tracking_uri=uri)
+        close_dead_runs(store, note=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+@contextmanager
+def store_lock(db: Path, timeout_s: float | None = None):
+    """An exclusive lock on `<db>.lock` beside a SQLite store (flock: released when the process
+    dies, so it never goes stale); a TrackingError if another process holds it for `timeout_s`."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: unlocked, as MLflow itself is
+        yield
+        return
+    timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"the tracking store {db} stayed locked by another process for "
+                                        f"{timeout_s:.0f} s ({f.name}): is a process creating it hung?") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def missing_store(uri: str) -> Path | None:

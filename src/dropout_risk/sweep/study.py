@@ -15,6 +15,7 @@ from dropout_risk.sweep.retry import enqueue_retry
 from dropout_risk.sweep.space import default_study_name, lr_grid, lr_range, trial_space
 from dropout_risk.sweep.storage import make_storage, redact
 from dropout_risk.tracking.names import TAG_ERROR, TAG_OUTCOME, TAG_TRIAL
+from dropout_risk.tracking.process import start_ticks
 from dropout_risk.tracking.store import client
 
 RETRYABLE = ("interrupted", "worker_died")
@@ -115,7 +116,9 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # a zombie answers signal 0 but is dead: an orphaned worker whose new parent (pid 1 in some
+    # containers) never reaps it stays one, and its trial must still be recovered
+    return not os.path.isdir("/proc/self") or start_ticks(pid) is not None
 
 
 def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial | None:

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from dropout_risk.sweep.storage import make_storage
-from dropout_risk.sweep.study import effective_trials
+from dropout_risk.sweep.study import _alive, effective_trials
 from dropout_risk.tracking.process import start_ticks
 
 SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=6", "sweep.n_refine=2",
@@ -32,6 +32,20 @@ def _runs(uri: str, query: str):
     client = MlflowClient(uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(exps, query) if exps else []
+
+
+def test_a_zombie_worker_is_dead_to_the_study() -> None:
+    """An orphaned worker that exited stays a zombie where pid 1 does not reap (as here): it still
+    answers signal 0, but its trial must be recovered, not waited for."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        while start_ticks(pid) is not None:  # until it has exited, unreaped
+            time.sleep(0.01)
+        assert _alive(pid) is False
+    finally:
+        os.waitpid(pid, 0)
 
 
 @pytest.mark.slow

@@ -40,13 +40,44 @@ ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root mlruns/artifacts --host 127.0.0.1 --port $(PORT)
 
 # An MLflow tracking server on PostgreSQL for sweeps on several machines (README: Scaling out).
-# Binds 127.0.0.1 by default; HOST=0.0.0.0 to serve other machines. Password: PGPASSWORD.
+# Binds 127.0.0.1 by default. HOST=0.0.0.0 (or one address) serves other machines: then only with
+# MLflow's basic-auth app, whose admin user is MLFLOW_AUTH_ADMIN_USERNAME (default admin) with
+# MLFLOW_AUTH_ADMIN_PASSWORD from the environment (used when the user database $(MLFLOW_DB)_auth is
+# created; required at every start beyond loopback); clients set MLFLOW_TRACKING_USERNAME /
+# MLFLOW_TRACKING_PASSWORD. The server answers only the Host headers in --allowed-hosts (others get
+# HTTP 403 "Invalid Host header"): loopback, HOST itself, for 0.0.0.0 this machine's name and IPv4
+# addresses, each bare and with :PORT; ALLOWED_HOSTS=name:port,... adds more (a DNS alias).
+# The basic-auth app needs MLflow's auth extra (Flask-WTF), installed here when missing, and a
+# CSRF key: MLFLOW_FLASK_SERVER_SECRET_KEY, else one made once in mlruns/flask_secret_key.
+# Database password: PGPASSWORD.
 PGURL   ?= postgresql://postgres@127.0.0.1:5432
 MLFLOW_DB ?= mlflow
 HOST    ?= 127.0.0.1
+ALLOWED_HOSTS ?=
+LOOPBACK := 127.0.0.1 localhost ::1
+empty   :=
+comma   := ,
+space   := $(empty) $(empty)
+SERVER_NAMES = $(if $(filter 0.0.0.0,$(HOST)),$(shell hostname) $(shell hostname -f 2>/dev/null) \
+	$(foreach a,$(shell hostname -I 2>/dev/null),$(if $(findstring :,$(a)),,$(a))),$(HOST))
+SERVER_HOSTS = $(subst $(space),$(comma),$(strip $(foreach h,$(sort 127.0.0.1 localhost $(SERVER_NAMES)),$(h) $(h):$(PORT)) \
+	$(subst $(comma),$(space),$(ALLOWED_HOSTS))))
+ifneq ($(filter tracking-server,$(MAKECMDGOALS)),)
+ifeq ($(filter $(HOST),$(LOOPBACK)),)
+ifeq ($(strip $(MLFLOW_AUTH_ADMIN_PASSWORD)),)
+$(error error: HOST=$(HOST) serves other machines, so the server needs authentication: set MLFLOW_AUTH_ADMIN_PASSWORD (and MLFLOW_AUTH_ADMIN_USERNAME, default admin) in the environment; clients set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)
+endif
+endif
+endif
+AUTH_DB = $(if $(filter $(HOST),$(LOOPBACK)),,$(MLFLOW_DB)_auth)
 tracking-server: setup
-	$(VPY) -c "import psycopg; c = psycopg.connect('$(PGURL)/postgres'); c.autocommit = True; cur = c.cursor(); cur.execute(\"SELECT 1 FROM pg_database WHERE datname = '$(MLFLOW_DB)'\"); cur.fetchone() or cur.execute('CREATE DATABASE $(MLFLOW_DB)')"
-	$(VENV)/bin/mlflow server --backend-store-uri $(PGURL)/$(MLFLOW_DB) --serve-artifacts --artifacts-destination mlruns/server-artifacts --host $(HOST) --port $(PORT)
+	$(VPY) -c "import psycopg; c = psycopg.connect('$(PGURL)/postgres'); c.autocommit = True; cur = c.cursor(); [cur.execute(\"SELECT 1 FROM pg_database WHERE datname = %s\", (d,)).fetchone() or cur.execute('CREATE DATABASE ' + d) for d in '$(MLFLOW_DB) $(AUTH_DB)'.split()]"
+	$(if $(AUTH_DB),$(VPY) -c "import flask_wtf" 2>/dev/null || $(VPY) -m pip install -q -c constraints.txt 'mlflow[auth]==3.17.2')
+	$(if $(AUTH_DB),mkdir -p mlruns && printf '[mlflow]\ndefault_permission = EDIT\ndatabase_uri = %s\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' '$(PGURL)/$(AUTH_DB)' > mlruns/basic_auth.ini)
+	$(if $(AUTH_DB),test -s mlruns/flask_secret_key || (umask 077 && $(VPY) -c "import secrets; print(secrets.token_hex(32))" > mlruns/flask_secret_key))
+	$(if $(AUTH_DB),MLFLOW_AUTH_CONFIG_PATH=mlruns/basic_auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY="$${MLFLOW_FLASK_SERVER_SECRET_KEY:-$$(cat mlruns/flask_secret_key)}") $(VENV)/bin/mlflow server --backend-store-uri $(PGURL)/$(MLFLOW_DB) \
+	  --serve-artifacts --artifacts-destination mlruns/server-artifacts --host $(HOST) --port $(PORT) \
+	  --allowed-hosts '$(SERVER_HOSTS)' $(if $(AUTH_DB),--app-name basic-auth)
 
 bench: setup
 	$(VPY) benchmarks/bench_train.py

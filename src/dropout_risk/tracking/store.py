@@ -138,14 +138,37 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
         with urllib.request.urlopen(request, timeout=timeout_s):
             return
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise TrackingError(f"tracking server {uri} refused the credentials (HTTP {exc.code}): check "
-                                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD") from None
-        raise TrackingError(f"tracking server {uri} answered HTTP {exc.code}: is it an MLflow server?") from None
+        raise TrackingError(refusal(uri, exc.code, _body(exc), bool(user and password or token))) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(f"tracking server {uri} is unreachable ({reason}): start it (make tracking-server) "
                             "or pass tracking.uri=http://HOST:PORT") from None
+
+
+def refusal(uri: str, code: int, body: str, credentials: bool) -> str:
+    """One line for a tracking server's refusal: MLflow's host check (HTTP 403 "Invalid Host
+    header": the server does not answer to the name the client used) is not a credentials problem."""
+    if code == 403 and "invalid host header" in body.lower():
+        netloc = uri.split("://", 1)[1].split("/", 1)[0]
+        return (f"tracking server {uri} refused the Host header {netloc!r} (HTTP 403 Invalid Host header): start "
+                f"the server with --allowed-hosts including {netloc} (make tracking-server ALLOWED_HOSTS={netloc})")
+    if code == 401 and not credentials:
+        return (f"tracking server {uri} requires credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD in the environment")
+    if code == 401:
+        return (f"tracking server {uri} refused the credentials (HTTP 401): check MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+    if code == 403:
+        return (f"tracking server {uri} refused this user (HTTP 403 {body.strip()[:80] or 'Forbidden'}): set "
+                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD of a user with access")
+    return f"tracking server {uri} answered HTTP {code}: is it an MLflow server?"
+
+
+def _body(exc) -> str:
+    try:
+        return exc.read(2000).decode(errors="replace")
+    except Exception:  # noqa: BLE001 - the body only refines the message
+        return ""
 
 
 def ui_command(uri: str, port: int = 5000) -> str:

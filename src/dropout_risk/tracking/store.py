@@ -113,10 +113,26 @@ def resolve_artifact_location(location: str | None) -> str | None:
     return path.as_uri()
 
 
+def _check_local_folder(uri: str, folder: Path) -> None:
+    """A local store's folder must be (or become) a writable directory: one line, before any run."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise TrackingError(f"tracking.uri={uri}: the store's folder {folder} is not a writable directory "
+                            f"({exc.strerror or exc}); pass tracking.uri=sqlite:///<a writable folder>/mlflow.db") from None
+
+
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
     """Fail within seconds, with one line, when a tracking server is unreachable or refuses us
     (MLflow's own client would retry for minutes). Credentials come only from the environment
     (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN)."""
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_local_folder(uri, path.resolve().parent)
     if not uri.startswith(("http://", "https://")):
         return
     if "@" in uri.split("://", 1)[1].split("/", 1)[0]:

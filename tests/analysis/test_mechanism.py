@@ -112,7 +112,7 @@ def test_a_run_logs_mechanism_metrics(make_cfg, client) -> None:
     """Every 5 steps, per layer: finite act (l0..l3), error and grad (l1..l3), step 1's equal to
     their definitions; the gradient norm every step; the lab page as an artifact (the
     backprop-flow figure and the per-epoch diagrams are left out: tests/training draws them)."""
-    cfg = make_cfg("mechanism.every_n_steps=5", "mechanism.figure=false", "tracking.reliability_every_n_epochs=1000")
+    cfg = make_cfg("mechanism.every_n_steps=5", "mechanism.page=true")
     result = train(cfg)
     run = client.get_run(result.run_id)
     names = {k for k in run.data.metrics if k.startswith("mechanism/")}
@@ -167,5 +167,5 @@ def test_mechanism_student_out_of_range_fails_before_a_run(make_cfg, client) -> 
 
     before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
     with pytest.raises(ConfigError, match="mechanism.student=99999"):
-        train(make_cfg("mechanism.student=99999"))
+        train(make_cfg("mechanism.student=99999", "mechanism.page=true"))
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before

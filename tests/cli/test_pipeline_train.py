@@ -15,7 +15,7 @@ import json
 import re
 
 import pytest
-from helpers import TINY, UCI_DROPOUT_CSV, run_pipeline, shared_file, write_csv
+from helpers import TINY, UCI_DROPOUT_CSV, run_pipeline, run_statuses, shared_file, write_csv
 from mlflow import MlflowClient
 
 from dropout_risk.cli.preflight import preflight
@@ -29,8 +29,7 @@ def _store_args(store):
 
 
 def _run_count(client: MlflowClient) -> int:
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return len(client.search_runs(experiments, max_results=5000)) if experiments else 0
+    return len(run_statuses(client.tracking_uri))
 
 
 def _one_error_line(err: str) -> str:
@@ -149,7 +148,7 @@ def test_bad_data_is_one_line_exit_2_and_leaves_no_run(capsys, make_cfg, client,
 
 def test_uci_file_trains(make_cfg, client):
     path = shared_file(UCI_DROPOUT_CSV)
-    result = train(make_cfg("data=uci_dropout", f"data.path={path}", "data.early_warning=true",
+    result = train(make_cfg("data=uci_dropout", f"data.path={path}", "data.early_warning=true", *TINY[4:],
                             "trainer.max_epochs=3", tiny=False))
     assert result.outcome == "converged"
     run = client.get_run(result.run_id)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CONF, TINY
+from helpers import CONF, TINY, run_statuses
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
 
 from dropout_risk.cli.preflight import preflight
 from dropout_risk.cli.run import run_cli
@@ -59,10 +58,7 @@ def saved(store) -> dict:
 
 
 def _statuses(store) -> collections.Counter:
-    client = MlflowClient(store["uri"])
-    exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    runs = client.search_runs(exps, run_view_type=ViewType.ALL, max_results=5000) if exps else []
-    return collections.Counter(r.info.status for r in runs)
+    return collections.Counter(run_statuses(store["uri"]).values())
 
 
 # --------------------------------------------------------------------------- how a case goes in

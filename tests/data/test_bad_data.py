@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import SHARED_DATA, STUDENT_MAT_CSV, UCI_DROPOUT_CSV, shared_file, write_csv
+from helpers import SHARED_DATA, STUDENT_MAT_CSV, UCI_DROPOUT_CSV, run_statuses, shared_file, write_csv
 from omegaconf import OmegaConf
 
 from dropout_risk.cli.preflight import preflight
@@ -135,8 +135,7 @@ CATALOGUE = [
 
 
 def _run_ids(client) -> set[str]:
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return {r.info.run_id for r in client.search_runs(experiments, max_results=5000)} if experiments else set()
+    return set(run_statuses(client.tracking_uri))
 
 
 def _one_error_line(err: str) -> str:

@@ -16,9 +16,12 @@ from dropout_risk.pitfalls.run import counterpart_config, run_sweep_pitfall, run
 from dropout_risk.sweep.run import run_sweep
 from dropout_risk.training.train import RunResult
 
+# What these tests do not read (the lab page, the flow and calibration figures, the baselines).
+PITFALL_LEAN = ("mechanism.page=false", "mechanism.figure=false", "calibration.figure=false", "baselines=none")
+
 
 def _pitfall(make_cfg, tmp_path, preset: str, *overrides: str):
-    cfg = make_cfg(f"experiment={preset}", f"pitfall.out_dir={tmp_path}/cmp", *overrides, tiny=False)
+    cfg = make_cfg(f"experiment={preset}", f"pitfall.out_dir={tmp_path}/cmp", *PITFALL_LEAN, *overrides, tiny=False)
     return run_train_pitfall(cfg, echo=lambda _: None)
 
 

@@ -33,6 +33,7 @@ def _compose(store, *overrides: str):
                                             "mechanism.figure=false", *overrides])
 
 
+@pytest.mark.slow  # a new process of pipelines/train.py (tests/cli has the fast one); preflight of --config-path runs in-process in tests/config/test_safety.py
 def test_a_logged_config_re_runs_with_plain_hydra(store, tmp_path):
     original = train(_compose(store, "seed=3"))
     client = MlflowClient(store["uri"])

@@ -23,7 +23,7 @@ from dropout_risk.sweep.storage import make_storage
 from dropout_risk.sweep.study import effective_trials
 
 SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2",
-         "data.n_students=800", "trainer.max_epochs=3", "tracking.reliability_every_n_epochs=1"]
+         "data.n_students=800", "trainer.max_epochs=3"]
 
 
 def _sweep_cfg(make_cfg, tmp_path, *extra):

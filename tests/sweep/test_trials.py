@@ -127,6 +127,7 @@ def test_the_median_pruner_prunes_a_refine_trial_worse_than_the_others(make_cfg,
     assert [t.state for t in scan] == [TrialState.COMPLETE] * 2
 
 
+@pytest.mark.slow  # a second process that imports torch, Lightning and MLflow (~10 s); CI runs it
 @pytest.mark.timeout(300)
 def test_two_workers_each_hold_a_trial_and_reach_the_planned_count(make_cfg, client, tmp_path):
     """The handshake: this process (the coordinator) claims the first trial before the second

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import CONF, TINY
+from helpers import ARTIFACTS, CONF, TINY, run_statuses
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
@@ -41,7 +41,7 @@ LEAN = ("mechanism.figure=false", "mechanism.page=false", "calibration.figure=fa
 # The run most tests here read: big enough to learn (validation loss falls, AUROC well above
 # chance) and to give a temperature inside its bounds (T = 1e3 or 1e-3 would be a clamp that
 # many wrong fits share).
-SHARED = ("trainer.max_epochs=8", "data.n_students=3000")
+SHARED = ("trainer.max_epochs=8", "data.n_students=3000", *ARTIFACTS)
 SHARED_STEPS = 8 * math.ceil(round(3000 * 0.7) / 128)  # 8 epochs x 17 batches of the 2100 training rows
 
 # The forced divergence: SGD with lr 1e4 on TINY (840 training rows, batches of 128: 7 steps an
@@ -183,7 +183,7 @@ def test_saved_model_predicts_the_logged_logits(shared):
 
 
 def test_forced_divergence_stops_at_the_first_bad_step(make_cfg, client):
-    result = train(make_cfg(*DIVERGE))
+    result = train(make_cfg(*DIVERGE, *ARTIFACTS))
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["outcome"] == "diverged"
@@ -341,5 +341,4 @@ def test_failure_after_start_ends_failed(make_cfg, client, monkeypatch):
 
 
 def _count_runs(client) -> int:
-    exp = client.get_experiment_by_name("dropout-risk")
-    return 0 if exp is None else len(client.search_runs([exp.experiment_id], max_results=1000))
+    return len(run_statuses(client.tracking_uri))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import run_statuses
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
@@ -134,13 +135,11 @@ def test_baselines_none_and_no_intervals(make_cfg, client):
 ])
 def test_bad_baselines_are_one_line_and_leave_no_run(make_cfg, client, override, needle):
     cfg = make_cfg(override, *LEAN)
-    exp = client.get_experiment_by_name("dropout-risk")
-    before = len(client.search_runs([exp.experiment_id], max_results=5000)) if exp else 0
+    before = len(run_statuses(client.tracking_uri))
     with pytest.raises((ConfigError, DataError), match=needle) as info:
         train(cfg)
     assert "\n" not in str(info.value)
-    exp = client.get_experiment_by_name("dropout-risk")
-    assert (len(client.search_runs([exp.experiment_id], max_results=5000)) if exp else 0) == before
+    assert len(run_statuses(client.tracking_uri)) == before
 
 
 def test_cv_folds_partition_the_students_and_keep_val_apart():
@@ -183,10 +182,8 @@ def test_more_folds_than_students_of_a_class_is_one_line_and_no_run(make_cfg, cl
     rows = "\n".join(f"{(i * 7) % 200},{i % 5},{1 if i < 12 else 0}" for i in range(200))
     path = write_csv(tmp_path, "a,b,label\n" + rows + "\n")
     cfg = make_cfg("data=csv", f"data.path={path}", "data.target=label", "data.positive=1", "data.cv_folds=13", *LEAN)
-    exp = client.get_experiment_by_name("dropout-risk")
-    before = len(client.search_runs([exp.experiment_id], max_results=5000)) if exp else 0
+    before = len(run_statuses(client.tracking_uri))
     with pytest.raises(DataError, match=r"data.cv_folds=13 needs at least 13 students of each class, the smaller "
                                         r"class has 12: use data.cv_folds=12 or fewer"):
         cross_validate(cfg)
-    exp = client.get_experiment_by_name("dropout-risk")
-    assert (len(client.search_runs([exp.experiment_id], max_results=5000)) if exp else 0) == before
+    assert len(run_statuses(client.tracking_uri)) == before

@@ -255,7 +255,7 @@ def test_page_loads_without_network_requests(tmp_path):
 @pytest.mark.slow
 def test_the_page_of_a_real_run_steps_through_all_five_states(make_cfg, client, tmp_path):
     """The artifact mechanism/index.html that train() logs, opened from the store."""
-    result = train(make_cfg("mechanism.every_n_steps=0"))
+    result = train(make_cfg("mechanism.every_n_steps=0", "mechanism.page=true"))
     html = Path(client.download_artifacts(result.run_id, "mechanism/index.html", str(tmp_path))).read_text()
     data = json.loads(_embedded(html))
     assert data["run_id"] == result.run_id and data["layer_names"] == ["input", "hidden 1", "hidden 2", "output"]

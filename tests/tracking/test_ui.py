@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CONF, TINY, chromium_path, start_mlflow_server, stop_process_group
+from helpers import ARTIFACTS, CONF, TINY, chromium_path, start_mlflow_server, stop_process_group
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -53,7 +53,7 @@ def sweep_store(tmp_path_factory):
 
     def cfg(*overrides):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[*TINY, *base, *overrides])
+            return compose("config", overrides=[*TINY, *ARTIFACTS, *base, *overrides])
 
     standalone = train(cfg("optim.lr=0.01"))
     parent = Run.start(uri, "ui-check", artifacts, "ui-sweep", tags={"sweep_id": "ui"})

@@ -39,7 +39,7 @@ def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMod
     n = len(module.val_probs)
     reported = n if reported_epoch is None else reported_epoch
     for epoch in range(1, n + 1):
-        if epoch % every and epoch not in (n, reported):
+        if epoch % every and epoch != reported:  # the reported (final) model is always drawn
             continue
         # the reported epoch's model is the final one: its diagram is also plots/reliability_val.png
         final = (final_p is not None and epoch == reported

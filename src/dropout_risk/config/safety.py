@@ -69,17 +69,22 @@ def check_value(value: str, key: str) -> None:
         raise ConfigError(f"configs are data: ${{{names[0]}:...}} at {key} is not allowed; {_HOW}")
 
 
+def _each_string(node: Any, check, path: str = "") -> None:
+    """Call check(string, key) for every string in a container of dicts and lists, depth first."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _each_string(value, check, _join(path, key))
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            _each_string(value, check, _join(path, i))
+    elif isinstance(node, str):
+        check(node, path)
+
+
 def check_no_resolvers(node: Any, path: str = "") -> None:
     """Raise ConfigError for the first resolver call in an unresolved container (plain dicts and
     lists, e.g. from yaml.safe_load or OmegaConf.to_container(cfg, resolve=False))."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            check_no_resolvers(value, _join(path, key))
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            check_no_resolvers(value, _join(path, i))
-    elif isinstance(node, str):
-        check_value(node, path or "the config")
+    _each_string(node, lambda value, key: check_value(value, key or "the config"), path)
 
 
 def check_config(cfg, path: str = "") -> dict:
@@ -101,15 +106,13 @@ def check_config(cfg, path: str = "") -> dict:
 def check_resolved(node: Any, path: str = "") -> None:
     """No string of a resolved config may still read as an interpolation (an escaped `\\${...}`):
     re-created as a config (saved config.yaml, a sweep worker) it would be resolved after all."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            check_resolved(value, _join(path, key))
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            check_resolved(value, _join(path, i))
-    elif isinstance(node, str) and "${" in node:
-        raise ConfigError(f"configs are data: {path}={node!r} would be read as an interpolation when the config "
-                          "is saved and re-run; pass the value without ${...}")
+
+    def check(value: str, key: str) -> None:
+        if "${" in value:
+            raise ConfigError(f"configs are data: {key}={value!r} would be read as an interpolation when the "
+                              "config is saved and re-run; pass the value without ${...}")
+
+    _each_string(node, check, path)
 
 
 def check_command_line(args: list[str]) -> None:

@@ -22,7 +22,9 @@ from dropout_risk.tracking.names import (
 )
 from dropout_risk.tracking.run import Run
 
-SUMMARY_COLUMNS = ["trial", "phase", "lr", "outcome", "diverged_at_step", "train_loss", "val_loss",
+PER_LR_ARTIFACT = "sweep/per_lr.csv"  # analysis.boundary.per_lr of the scan: seeds, divergence fraction, spreads
+
+SUMMARY_COLUMNS = ["trial", "phase", "lr", "seed", "outcome", "diverged_at_step", "train_loss", "val_loss",
                    "auroc", "ece", "brier", "duration_s", "run_id"]
 
 
@@ -40,19 +42,22 @@ class SweepResult:
 
 
 def summary_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per effective trial, columns SUMMARY_COLUMNS; ``seed`` (Int64) is the trial's
+    init/data-order seed, <NA> for trials of studies from before seeds per lr."""
     rows = []
     for t in effective_trials(study):
         ua = t.user_attrs
         outcome = ua.get("outcome") or {TrialState.PRUNED: "pruned", TrialState.COMPLETE: "converged"}.get(
             t.state, "failed" if t.state == TrialState.FAIL else t.state.name.lower())
         rows.append({"trial": t.number, "phase": ua.get("phase", "scan"),
-                     "lr": t.params.get("lr", ua.get("lr_planned")), "outcome": outcome,
+                     "lr": t.params.get("lr", ua.get("lr_planned")), "seed": ua.get("seed"), "outcome": outcome,
                      "diverged_at_step": ua.get("diverged_at_step"), "train_loss": ua.get("train_loss"),
                      "val_loss": ua.get("val_loss"), "auroc": ua.get("auroc"), "ece": ua.get("ece"),
                      "brier": ua.get("brier"), "duration_s": ua.get("duration_s"), "run_id": ua.get("run_id")})
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for col in ("lr", "diverged_at_step", "train_loss", "val_loss", "auroc", "ece", "brier", "duration_s"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     return frame
 
 
@@ -75,9 +80,10 @@ def sharpness_at_init(cfg: DictConfig) -> float:
 
 def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | None = None,
            y: dict | None = None) -> SweepResult:
-    """Divergence chart, reliability grid, summary CSV and boundary metrics on the parent run;
-    with `baselines` (fitted on the sweep's split, labels `y`), the best trial's verdict."""
-    from dropout_risk.analysis.boundary import observed_boundary
+    """Divergence chart, reliability grid, summary and per-lr CSVs, and boundary metrics (per trial
+    and across seeds) on the parent run; with `baselines` (fitted on the sweep's split, labels `y`),
+    the best trial's verdict."""
+    from dropout_risk.analysis.boundary import divergence_interval, observed_boundary, per_lr
     from dropout_risk.analysis.metrics import binary_metrics
     from dropout_risk.analysis.sharpness import gd_threshold
     from dropout_risk.plots.divergence import divergence_chart
@@ -97,6 +103,8 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
         run.log_written(GRID_ARTIFACT, lambda path: save_tiled_png(diagrams, 6, path))
     run.log_text(frame.to_csv(index=False), SUMMARY_ARTIFACT)
+    per = per_lr(frame)
+    run.log_text(per.to_csv(index=False), PER_LR_ARTIFACT)
 
     completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
     best = min(completed, key=lambda t: t.value) if completed else None
@@ -110,6 +118,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
         metrics["boundary/smallest_diverged_lr"] = boundary[1]
         if threshold and math.isfinite(threshold):
             metrics["boundary/diverged_lr_over_gd_threshold"] = boundary[1] / threshold
+    metrics.update(_seed_metrics(per, divergence_interval(frame)))
     if best is not None:
         metrics.update(best_val_log_loss=best.value, best_lr=best.params["lr"])
         run.set_tags({"best_trial": str(best.number), TAG_BEST_RUN_ID: best.user_attrs.get("run_id", "")})
@@ -124,6 +133,17 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
                                               baselines or [], y)
     return SweepResult(study.study_name, run.run_id, run.experiment_id, frame, lam, threshold, boundary,
                        best.number if best else None, verdict)
+
+
+def _seed_metrics(per: pd.DataFrame, interval: tuple[float | None, float | None]) -> dict[str, float]:
+    """The boundary across seeds: the interval's ends that exist, seeds per lr, how many lrs are mixed."""
+    frac = per.frac_diverged
+    out = {"boundary/n_seeds": int(per.n_seeds.max()) if len(per) else 0,
+           "boundary/mixed_lrs": int(((frac > 0) & (frac < 1)).sum())}
+    for key, value in zip(("boundary/all_converged_lr_max", "boundary/all_diverged_lr_min"), interval, strict=True):
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from dropout_risk.analysis.boundary import observed_boundary
-from dropout_risk.plots.divergence import divergence_chart
+from dropout_risk.analysis.boundary import divergence_interval, observed_boundary, per_lr
+from dropout_risk.format import sig
+from dropout_risk.plots.divergence import BAND_LABEL, divergence_chart
 from dropout_risk.plots.png import close, figure_to_png_bytes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -220,3 +223,87 @@ def test_baselines_are_horizontal_reference_lines_inside_the_axis() -> None:
     assert "logreg val log loss (baseline)" in _texts(fig)
     _render(fig)
     close(fig)
+
+
+def seeded_summary() -> pd.DataFrame:
+    """8 lrs x 3 seeds (1e-3 .. 3.16): no divergence up to 0.0316, then 1/3, 2/3, 2/2 (a failed seed), 3/3;
+    one refine trial."""
+    diverging = [0, 0, 0, 0, 1, 2, 2, 3]  # seeds that diverge at each lr
+    rows = []
+    for i, lr in enumerate(np.logspace(-3, 0.5, 8)):
+        for seed in range(3):
+            outcome = "diverged" if seed < diverging[i] else "converged"
+            row = _row(3 * i + seed, lr, outcome, step=10.0 + seed if outcome == "diverged" else np.nan)
+            if outcome == "converged":
+                row.update(train_loss=row["train_loss"] * (1 + 0.05 * seed), val_loss=row["val_loss"] * (1 + 0.1 * seed))
+            rows.append({**row, "seed": seed})
+    rows[20] = {**_row(20, rows[20]["lr"], "failed"), "seed": 2}  # lr 1: 2 diverged of 2 finished
+    rows.append({**_row(24, 0.05, "converged", phase="refine"), "seed": 0})
+    return pd.DataFrame(rows, columns=[*COLUMNS, "seed"])
+
+
+def test_seeds_are_drawn_as_medians_with_ranges_and_the_interval_band() -> None:
+    summary = seeded_summary()
+    lo, hi = divergence_interval(summary)
+    fig = divergence_chart(summary, 0.9, "adamw", observed_boundary(summary))
+    data = _render(fig)
+    assert (lo, hi) == pytest.approx((10**-1.5, 1.0))
+    ax_loss, ax_cal = fig.axes
+    legend = [" ".join(t.split()) for t in _texts(fig)]
+    assert "divergence sets in (0 → all seeds diverge)" in legend and " ".join(BAND_LABEL.split()) in legend
+    assert f"no seed diverged at lr ≤ {sig(lo)}" in legend and f"every seed diverged at lr ≥ {sig(hi)}" in legend
+    assert not any("observed boundary" in t for t in legend)  # the single-seed band is replaced, not doubled
+    assert "25 trials: 16 converged, 8 diverged, 0 pruned, 1 failed (8 scanned lrs × up to 3 seeds)" in legend
+    assert [t for t in legend if "/" in t and len(t) == 3] == ["1/3", "2/3", "2/2", "3/3"]  # diverged/finished
+    lines = {ln.get_label(): ln for ln in ax_loss.get_lines()}
+    assert list(lines[f"no seed diverged at lr ≤ {sig(lo)}"].get_xdata()) == [lo, lo]
+    assert list(lines[f"every seed diverged at lr ≥ {sig(hi)}"].get_xdata()) == [hi, hi]
+    # one errorbar per series: the median line through every lr with a non-diverged seed, bars min-max
+    per = per_lr(summary)
+    medians = {c.get_label(): c for c in ax_loss.containers}
+    val = medians["val log loss: median of seeds\n(bar: min–max over seeds)"]
+    assert list(val.lines[0].get_ydata()) == pytest.approx(per.val_loss_median.dropna().tolist())
+    segments = val.lines[2][0].get_segments()
+    assert [s[0][1] for s in segments] == pytest.approx(per.val_loss_min.dropna().tolist())
+    assert [s[1][1] for s in segments] == pytest.approx(per.val_loss_max.dropna().tolist())
+    assert {c.get_label().split(":")[0] for c in ax_cal.containers} == {"ECE", "AUROC"}
+    assert ax_loss.get_legend().get_texts()[0].get_text().startswith("train loss: median of seeds")
+    close(fig)
+
+    with_band = np.asarray(plt.imread(io.BytesIO(data)))
+    assert with_band.std() > 0.05  # not blank
+
+
+@pytest.mark.parametrize("kind", ["all converged", "all diverged", "diverged at the smallest lr"])
+def test_seeded_chart_edges(kind: str) -> None:
+    summary = seeded_summary()
+    scan = summary.phase == "scan"
+    if kind == "all converged":
+        summary.loc[scan, "outcome"] = "converged"
+    elif kind == "all diverged":
+        summary["outcome"] = "diverged"  # the refine trial too: no losses at all
+    else:
+        summary.loc[0, "outcome"] = "diverged"
+    fig = divergence_chart(summary, None, "sgd")
+    _render(fig)
+    texts = " | ".join(_texts(fig))
+    expected = {"all converged": ["no trial diverged", "no seed diverged at lr ≤ 3.16"],
+                "all diverged": ["a seed diverged at the smallest lr", "every seed diverged at lr ≥ 0.001",
+                                 "no trial converged"],
+                "diverged at the smallest lr": ["a seed diverged at the smallest lr", "every seed diverged at lr ≥ 1"]}
+    assert all(e in texts for e in expected[kind]) and "scanned lrs × up to 3 seeds" in texts
+    assert "divergence sets in" not in texts  # one end only: a line, no band
+    close(fig)
+
+
+def test_one_seed_per_lr_looks_as_without_seeds() -> None:
+    """A seed column with one seed per lr (or the same seed everywhere) changes nothing in the chart."""
+    summary = mixed_summary()
+    boundary = observed_boundary(summary)
+    plain = figure_to_png_bytes(divergence_chart(summary, 0.9, "adamw", boundary, {"logreg": 0.4}))
+    for seeds in ([0] * len(summary), list(range(len(summary))), [None] * len(summary)):
+        seeded = summary.assign(seed=pd.array(seeds, dtype="Int64"))
+        fig = divergence_chart(seeded, 0.9, "adamw", boundary, {"logreg": 0.4})
+        assert figure_to_png_bytes(fig) == plain
+        assert "observed boundary" in " | ".join(_texts(fig)) and not fig.axes[0].containers
+        close(fig)

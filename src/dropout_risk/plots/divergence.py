@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation
 
+from dropout_risk.analysis.boundary import divergence_interval, per_lr
 from dropout_risk.format import sig
 from dropout_risk.plots.reliability import (
     _AUROC_COLOR,
@@ -60,6 +61,67 @@ class _PlainLogFormatter(LogFormatterSciNotation):
 _REFERENCE_COLORS = ("tab:green", "tab:brown", "tab:olive")
 
 
+BAND_LABEL = "divergence sets in\n(0 → all seeds diverge)"
+
+
+def _seed_spreads(ax, per: pd.DataFrame, series: tuple[tuple[str, str, str], ...]) -> None:
+    """Per scanned lr, the median over the seeds that did not diverge, with a min-max bar."""
+    for column, color, name in series:
+        med = per[f"{column}_median"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(med)
+        if ok.any():
+            bars = np.vstack([med - per[f"{column}_min"].to_numpy(), per[f"{column}_max"].to_numpy() - med])
+            ax.errorbar(per.lr.to_numpy()[ok], med[ok], yerr=bars[:, ok], marker="o", ms=4, lw=1.5, color=color,
+                        elinewidth=1.2, capsize=2.5, label=f"{name}: median of seeds\n(bar: min–max over seeds)")
+
+
+def _fraction_marks(ax, per: pd.DataFrame, top_row) -> None:
+    """A cross in the top row at each lr where a seed diverged, labelled diverged/finished seeds."""
+    hit = per[per.n_diverged > 0]
+    if len(hit):
+        ax.plot(hit.lr, np.full(len(hit), _TOP_ROW), ls="none", marker="x", ms=8, mew=2, color=_DIVERGED_COLOR,
+                transform=top_row, clip_on=False, label="seeds diverged at this lr\n(diverged/finished)")
+    for x_value, k, n in zip(hit.lr, hit.n_diverged, hit.n_finished, strict=True):
+        ax.annotate(f"{k}/{n}", xy=(x_value, _TOP_ROW), xycoords=top_row, xytext=(0, -8), textcoords="offset points",
+                    ha="center", va="top", fontsize=7, color=_DIVERGED_COLOR)
+
+
+def _interval_band(axes, interval: tuple[float | None, float | None], any_diverged: bool) -> None:
+    """The lrs from the last where no seed diverged to the first from which every seed did."""
+    lo, hi = interval
+    for i, ax in enumerate(axes):
+        if lo is not None and hi is not None:
+            ax.axvspan(lo, hi, color=_DIVERGED_COLOR, alpha=0.1, lw=0, label=BAND_LABEL if i == 0 else None)
+        if lo is not None:
+            ax.axvline(lo, color=_DIVERGED_COLOR, ls=":", lw=1.2,
+                       label=f"no seed diverged at lr ≤ {sig(lo)}" if i == 0 else None)
+        if hi is not None:
+            ax.axvline(hi, color=_DIVERGED_COLOR, ls="--", lw=1.2,
+                       label=f"every seed diverged at lr ≥ {sig(hi)}" if i == 0 else None)
+    if any_diverged and hi is None:
+        axes[0].plot([], [], ls="none", label="no lr where every seed diverged")
+    if any_diverged and lo is None:
+        axes[0].plot([], [], ls="none", label="a seed diverged at the smallest lr")
+
+
+def _observed_band(axes, boundary: tuple[float | None, float | None]) -> None:
+    """One seed per lr: shade from the largest converged to the smallest diverged lr."""
+    b_lo, b_hi = boundary
+    b_lo = float(b_lo) if b_lo is not None and np.isfinite(b_lo) and b_lo > 0 else None
+    b_hi = float(b_hi) if b_hi is not None and np.isfinite(b_hi) and b_hi > 0 else None
+    for i, ax in enumerate(axes):
+        if b_lo is not None and b_hi is not None:
+            ax.axvspan(min(b_lo, b_hi), max(b_lo, b_hi), color=_DIVERGED_COLOR, alpha=0.08, lw=0,
+                       label=f"observed boundary: converged\nat {sig(b_lo)}, diverged at {sig(b_hi)}"
+                       if i == 0 else None)
+        if b_lo is not None:
+            ax.axvline(b_lo, color=_DIVERGED_COLOR, ls=":", lw=1.2,
+                       label=f"largest converged lr = {sig(b_lo)}" if i == 0 and b_hi is None else None)
+        if b_hi is not None:
+            ax.axvline(b_hi, color=_DIVERGED_COLOR, ls=":", lw=1.2,
+                       label=f"smallest diverged lr = {sig(b_hi)}" if i == 0 and b_lo is None else None)
+
+
 def divergence_chart(
     summary: pd.DataFrame,
     threshold: float | None,
@@ -94,6 +156,13 @@ def divergence_chart(
 
     ``references`` maps a label (e.g. "logreg") to a baseline's validation log loss on the same
     split, drawn as a horizontal dotted line across the top panel: the level a trial must beat.
+
+    Several seeds per scanned lr (more than one scan row at an lr, e.g. with a ``seed`` column):
+    the scan is drawn per lr from ``analysis.boundary.per_lr`` instead of per trial: the median
+    over the seeds that did not diverge with a min-max bar, on both panels; a cross in the top row
+    where any seed diverged, labelled diverged/finished seeds ("2/3"); and instead of ``boundary``
+    the band ``divergence_interval`` gives, from the last lr where no seed diverged to the first
+    from which every seed did. Refine trials are drawn per trial as above.
     """
     missing = [c for c in ("lr", "outcome") if c not in summary.columns]
     if missing:
@@ -114,6 +183,8 @@ def divergence_chart(
     train_loss, val_loss = _series(frame, "train_loss"), _series(frame, "val_loss")
     ece, auroc = _series(frame, "ece"), _series(frame, "auroc")
     step = _series(frame, "diverged_at_step")
+    per = per_lr(frame)
+    seeded = bool(len(per)) and int(per.n_seeds.max()) > 1  # several seeds per scanned lr: draw spreads
 
     # layout: fixed margins in inches, legends in a column on the right
     width, height = 9.0, 7.0
@@ -136,7 +207,8 @@ def divergence_chart(
     fig.text(
         left / width,
         1 - 0.52 / height,
-        f"{len(frame)} trial{'s' if len(frame) != 1 else ''}: " + ", ".join(f"{counts[k]} {k}" for k in _OUTCOMES),
+        f"{len(frame)} trial{'s' if len(frame) != 1 else ''}: " + ", ".join(f"{counts[k]} {k}" for k in _OUTCOMES)
+        + (f" ({len(per)} scanned lrs × up to {int(per.n_seeds.max())} seeds)" if seeded else ""),
         fontsize=9,
         color="0.3",
     )
@@ -189,8 +261,10 @@ def divergence_chart(
     refine_ok = (outcome == "converged") & (phase == "refine")
     pruned = outcome == "pruned"
     order = np.argsort(lr[scan_ok], kind="stable")
+    if seeded:
+        _seed_spreads(ax_loss, per, (("train_loss", _TRAIN_COLOR, "train loss"), ("val_loss", _VAL_COLOR, "val log loss")))
     for values, color, name in ((train_loss, _TRAIN_COLOR, "train loss"), (val_loss, _VAL_COLOR, "val log loss")):
-        if scan_ok.any():
+        if scan_ok.any() and not seeded:
             ax_loss.plot(lr[scan_ok][order], values[scan_ok][order], marker="o", ms=4, lw=1.5, color=color,
                          label=f"{name} (scan)")
         if refine_ok.any():
@@ -207,11 +281,14 @@ def divergence_chart(
 
     top_row = ax_loss.get_xaxis_transform()  # x in data, y in axes fraction
     diverged = outcome == "diverged"
-    if diverged.any():
-        ax_loss.plot(lr[diverged], np.full(int(diverged.sum()), _TOP_ROW), ls="none", marker="x", ms=8, mew=2,
+    marked = diverged & (phase == "refine") if seeded else diverged  # with seeds the scan's are counted per lr
+    if seeded:
+        _fraction_marks(ax_loss, per, top_row)
+    if marked.any():
+        ax_loss.plot(lr[marked], np.full(int(marked.sum()), _TOP_ROW), ls="none", marker="x", ms=8, mew=2,
                      color=_DIVERGED_COLOR, transform=top_row, clip_on=False,
-                     label="diverged (at step ...)")
-        for x_value, s in zip(lr[diverged], step[diverged], strict=True):
+                     label="refine trial diverged (at step ...)" if seeded else "diverged (at step ...)")
+        for x_value, s in zip(lr[marked], step[marked], strict=True):
             if np.isfinite(s):
                 ax_loss.annotate(f"step {int(s)}", xy=(x_value, _TOP_ROW), xycoords=top_row, xytext=(2, -7),
                                  textcoords="offset points", rotation=90, ha="left", va="top", fontsize=7,
@@ -222,7 +299,9 @@ def divergence_chart(
                      color=_FAILED_COLOR, transform=top_row, clip_on=False, label="failed (no result)")
 
     # --- bottom panel: calibration and discrimination -----------------------------------------
-    if scan_ok.any():
+    if seeded:
+        _seed_spreads(ax_cal, per, (("ece", _ECE_COLOR, "ECE"), ("auroc", _AUROC_COLOR, "AUROC")))
+    elif scan_ok.any():
         ax_cal.plot(lr[scan_ok][order], ece[scan_ok][order], marker="o", ms=4, lw=1.5, color=_ECE_COLOR,
                     label="ECE (scan)")
         ax_cal.plot(lr[scan_ok][order], auroc[scan_ok][order], marker="o", ms=4, lw=1.5, color=_AUROC_COLOR,
@@ -239,26 +318,17 @@ def divergence_chart(
     if not np.isfinite(shown).any():
         ax_cal.text(0.5, 0.5, "no validation metrics (no converged or pruned trial with finite values)",
                     ha="center", va="center", color="0.3", transform=ax_cal.transAxes)
-    if diverged.any():  # where the diverged trials are, without repeating their markers
-        for x_value in lr[diverged]:
-            ax_cal.axvline(x_value, ymin=0.96, ymax=1.0, color=_DIVERGED_COLOR, lw=1.5,
-                           label="diverged (no metrics)" if x_value == lr[diverged][0] else None)
+    gone = per.lr[per.frac_diverged == 1].to_numpy() if seeded else lr[diverged]  # lrs with no metrics
+    for i, x_value in enumerate(gone):  # where they are, without repeating the top panel's markers
+        ax_cal.axvline(x_value, ymin=0.96, ymax=1.0, color=_DIVERGED_COLOR, lw=1.5,
+                       label=("every seed diverged (no metrics)" if seeded else "diverged (no metrics)")
+                       if i == 0 else None)
 
     # --- theory and the observed boundary, on both panels -------------------------------------
-    b_lo, b_hi = boundary
-    b_lo = float(b_lo) if b_lo is not None and np.isfinite(b_lo) and b_lo > 0 else None
-    b_hi = float(b_hi) if b_hi is not None and np.isfinite(b_hi) and b_hi > 0 else None
-    for i, ax in enumerate((ax_loss, ax_cal)):
-        if b_lo is not None and b_hi is not None:
-            ax.axvspan(min(b_lo, b_hi), max(b_lo, b_hi), color=_DIVERGED_COLOR, alpha=0.08, lw=0,
-                       label=f"observed boundary: converged\nat {sig(b_lo)}, diverged at {sig(b_hi)}"
-                       if i == 0 else None)
-        if b_lo is not None:
-            ax.axvline(b_lo, color=_DIVERGED_COLOR, ls=":", lw=1.2,
-                       label=f"largest converged lr = {sig(b_lo)}" if i == 0 and b_hi is None else None)
-        if b_hi is not None:
-            ax.axvline(b_hi, color=_DIVERGED_COLOR, ls=":", lw=1.2,
-                       label=f"smallest diverged lr = {sig(b_hi)}" if i == 0 and b_lo is None else None)
+    if seeded:
+        _interval_band((ax_loss, ax_cal), divergence_interval(frame), bool(diverged.any()))
+    else:
+        _observed_band((ax_loss, ax_cal), boundary)
 
     note = "plain-GD stability threshold\n(adaptive optimisers, e.g. AdamW,\nhave other thresholds)"
     if thr is None:
@@ -292,6 +362,9 @@ def divergence_chart(
         ax_loss.plot([], [], ls="none", label="no trial diverged")
 
     for ax in (ax_loss, ax_cal):
-        if ax.get_legend_handles_labels()[1]:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, framealpha=0.9)
+        handles, labels = ax.get_legend_handles_labels()
+        first = sorted(range(len(labels)), key=lambda j: "median of seeds" not in labels[j])  # errorbars come last
+        if labels:
+            ax.legend([handles[j] for j in first], [labels[j] for j in first], loc="upper left",
+                      bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, framealpha=0.9)
     return fig

@@ -98,7 +98,9 @@ def test_reproduce_from_a_config_file(original, original_config, store, client):
 
 
 def test_reproduce_a_sweep_trial_alone(make_cfg, client, store, tmp_path):
+    """One fit per trial (sweep.population=false): a trial re-run alone is bit-identical."""
     cfg = make_cfg("optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=2", "sweep.n_refine=1",
+                   "sweep.population=false", "sweep.seeds=1",
                    "sweep.pruner.name=none", "sweep.sharpness_iters=10", "data.n_students=800",
                    "trainer.max_epochs=2", "sweep.study=repro", f"sweep.storage=journal://{tmp_path}/j.log",
                    config="sweep")
@@ -128,6 +130,32 @@ def test_reproduce_a_sweep_trial_alone(make_cfg, client, store, tmp_path):
         assert rerun.data.tags["outcome"] == trial.data.tags["outcome"]  # the diverged one too, at its step
         assert rerun.data.tags.get("diverged_at_step") == trial.data.tags.get("diverged_at_step")
     assert "diverged" in {r.data.tags["outcome"] for r in reproduced.values()}
+
+
+def test_reproduce_a_population_member_alone(make_cfg, client, store, tmp_path):
+    """A member of a population re-runs as a population of one: the same initialisation, data order
+    and lr, equal to rounding (K = 1 runs the plain matmul kernels, K >= 2 the batched ones)."""
+    cfg = make_cfg("sweep.lr_min=1e-3", "sweep.lr_max=30", "sweep.n_scan=3", "sweep.seeds=2", "sweep.n_refine=0",
+                   "sweep.sharpness_iters=10", "data.n_students=1500", "trainer.max_epochs=4", "sweep.study=pop",
+                   f"sweep.storage=journal://{tmp_path}/j.log", config="sweep")
+    sweep = run_sweep(cfg, log=lambda _: None)
+    kids = client.search_runs([client.get_run(sweep.parent_run_id).info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'")
+    assert len(kids) == 6 and {k.data.tags["engine"] for k in kids} == {"population"}
+    member = next(k for k in kids if k.data.tags["outcome"] == "converged" and k.data.params.get("trainer.seed") == "1")
+    code, lines, _ = _run(store, f"run_id={member.info.run_id}")
+    assert code == 0, [ln for ln in lines if "exact" not in ln and "within_tolerance" not in ln]
+    assert "verdict: within_tolerance" in "\n".join(lines) or "verdict: exact" in "\n".join(lines), lines
+    [new_id] = _new_run_ids(lines)
+    new = client.get_run(new_id)
+    assert new.data.tags["engine"] == "population" and new.data.tags["population_size"] == "1"
+    assert new.data.params["trainer.seed"] == "1" and new.data.params["optim.lr"] == member.data.params["optim.lr"]
+    diffs = {k: abs(v - new.data.metrics[k]) for k, v in member.data.metrics.items()
+             if not k.startswith(("time/", "population/")) and np.isfinite(v)}
+    assert max(diffs.values()) < 1e-5, max(diffs.items(), key=lambda kv: kv[1])
+    # with no tolerance at all the re-run is still compared within population_tolerance; at 0 it would not pass
+    code, lines, _ = _run(store, f"run_id={member.info.run_id}", "population_tolerance=0")
+    assert code == 1 and "verdict: mismatch" in "\n".join(lines)
 
 
 def test_changed_moved_and_missing_data(make_cfg, client, store, tmp_path):

@@ -19,7 +19,7 @@ from dropout_risk.sweep.storage import make_storage
 from dropout_risk.sweep.study import _alive, effective_trials
 from dropout_risk.tracking.process import start_ticks
 
-SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=6", "sweep.n_refine=2",
+SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=6", "sweep.n_refine=2", "sweep.seeds=1",
          "data.n_students=3000", "trainer.max_epochs=6", "tracking.reliability_every_n_epochs=1"]
 
 

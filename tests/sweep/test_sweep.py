@@ -22,7 +22,7 @@ from dropout_risk.sweep.space import lr_grid
 from dropout_risk.sweep.storage import make_storage
 from dropout_risk.sweep.study import effective_trials
 
-SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2",
+SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2", "sweep.seeds=1",
          "data.n_students=800", "trainer.max_epochs=3"]
 
 
@@ -71,7 +71,7 @@ def test_sweep_end_to_end(make_cfg, client, tmp_path):
         assert np.array_equal(grid[: cell.shape[0], i * w : i * w + cell.shape[1]], cell)
     csv = client.download_artifacts(parent.info.run_id, "sweep_summary.csv")
     summary = pd.read_csv(csv)
-    assert list(summary.columns[:4]) == ["trial", "phase", "lr", "outcome"]
+    assert list(summary.columns[:5]) == ["trial", "phase", "lr", "seed", "outcome"]
     assert len(summary) == 7 and summary.trial.is_unique
     for row in summary.itertuples():  # the summary agrees with MLflow
         run = client.get_run(row.run_id)

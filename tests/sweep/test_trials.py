@@ -24,7 +24,7 @@ from dropout_risk.sweep.workers import start_local_workers, stop_workers
 from dropout_risk.tracking.run import Run
 
 # SGD from 0.01 to 0.3 on the embedded cohort: every trial converges (no FAIL is expected).
-STABLE = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=0.3", "data.n_students=800", "trainer.max_epochs=3"]
+STABLE = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=0.3", "sweep.seeds=1", "data.n_students=800", "trainer.max_epochs=3"]
 
 
 def _cfg(make_cfg, tmp_path, study: str, *extra):

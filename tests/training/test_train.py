@@ -322,7 +322,7 @@ def test_newer_schema_is_refused(make_cfg):
 
 
 def test_failure_after_start_ends_failed(make_cfg, client, monkeypatch):
-    import dropout_risk.training.train as mod
+    import dropout_risk.training.report as mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

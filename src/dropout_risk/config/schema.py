@@ -105,6 +105,7 @@ class TrainerConfig:
     deterministic: bool = MISSING
     num_threads: int = MISSING  # torch intra-op threads; 0 keeps torch's default
     progress_bar: bool = MISSING
+    seed: int | None = None  # initialisation and data order; None: the top-level seed (which also seeds data and split)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -184,6 +185,9 @@ class SweepConfig:
     lr_max: float | None = None
     n_refine: int = 8
     n_workers: int = 1
+    seeds: int = 3  # every scanned lr is trained with this many seeds (initialisation and data order)
+    population: bool = True  # train claimed trials together as one population (training/population.py)
+    population_size: int | None = None  # most members per population; None: a phase's trials / n_workers
     role: str = "auto"  # auto: create or join, work, report | worker | report
     search: list[str] = field(default_factory=list)  # refine also over "key:low:high" (log-uniform)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
@@ -242,6 +246,7 @@ class ReproduceConfig:
     run_id: str | None = MISSING  # a run (or a sweep's parent run) to re-run
     config: str | None = MISSING  # a config file to re-run (with run_id: compared with that run)
     tolerance: float = MISSING  # 0: exact; else |re-run - original| <= tolerance * max(1, |original|)
+    population_tolerance: float = MISSING  # the tolerance at least, for a population member re-run alone
     allow_data_change: bool = MISSING  # re-run even if the data's fingerprint differs from the run's
     all: bool = MISSING  # sweep parent: every trial, not only the best
     data_path: str | None = MISSING  # the data file at another path (its sha256 is still checked)

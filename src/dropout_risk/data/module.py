@@ -44,9 +44,10 @@ class InMemoryBatches:
 
 
 class StudentDataModule(pl.LightningDataModule):
-    def __init__(self, data: TabularData, cfg: DictConfig, seed: int) -> None:
+    def __init__(self, data: TabularData, cfg: DictConfig, seed: int, shuffle_seed: int | None = None) -> None:
         super().__init__()
         self.data, self.cfg, self.seed = data, cfg, seed
+        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed  # trainer.seed: data order only
         self.splits: dict[str, np.ndarray] = {}
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.feature_names: list[str] = []
@@ -76,7 +77,7 @@ class StudentDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         x, y = self.tensors["train"]
-        return InMemoryBatches(x, y, self.cfg.batch_size, shuffle=True, seed=self.seed)
+        return InMemoryBatches(x, y, self.cfg.batch_size, shuffle=True, seed=self.shuffle_seed)
 
     def val_dataloader(self) -> InMemoryBatches:
         x, y = self.tensors["val"]  # one full batch: validation is a single forward pass

@@ -15,3 +15,12 @@ def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     if name == "mse":
         return lambda logits, y: nn.functional.mse_loss(torch.sigmoid(logits), y)
     raise ValueError(f"loss.name={name!r} is unknown: use loss=bce or loss=mse")
+
+
+def member_losses(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The same losses per population member: logits and y [K, B] -> each member's mean loss [K]."""
+    if name == "bce":
+        return lambda logits, y: nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(-1)
+    if name == "mse":
+        return lambda logits, y: nn.functional.mse_loss(torch.sigmoid(logits), y, reduction="none").mean(-1)
+    raise ValueError(f"loss.name={name!r} is unknown: use loss=bce or loss=mse")

@@ -99,7 +99,19 @@ def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: st
         warn(line)
 
     tags = {TAG_REPRODUCED_FROM: orig_id} if orig_id else {"reproduced_from_config": source[:500]}
-    result = train(cfg, tags=tags)
+    tolerance = float(req.tolerance)
+    if original is not None and original.data.tags.get("engine") == "population":
+        # A population member re-runs as a population of one: the same initialisation, data order and
+        # per-member lr, but K = 1 runs torch's plain matmul kernels where K >= 2 ran the batched
+        # ones, so the numbers agree to rounding, not bit for bit (docs/design-changes.md, issue 15).
+        from dropout_risk.training.train_population import MemberSpec, train_population
+
+        tolerance = max(tolerance, float(req.population_tolerance))
+        [result] = train_population([MemberSpec(cfg, tags=tags)])
+        if isinstance(result, Exception):
+            raise result
+    else:
+        result = train(cfg, tags=tags)
     new = client.get_run(result.run_id)
     if original is None:
         rep = Reproduction(None, result.run_id, "no_original",
@@ -107,7 +119,7 @@ def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: st
                             if not k.startswith(NOT_COMPARED)], warnings, label=source)
     else:
         rows, verdict = compare_runs(original.data.metrics, new.data.metrics, original.data.tags, new.data.tags,
-                                     float(req.tolerance))
+                                     tolerance)
         recorded = original.data.tags.get(TAG_WEIGHTS)
         rep = Reproduction(orig_id, result.run_id, verdict, rows, warnings,
                            label=f"run {orig_id} ({original.info.run_name})",

@@ -9,7 +9,7 @@ from typing import Any
 from dropout_risk.format import fmt
 from dropout_risk.tracking.names import TAG_WEIGHTS
 
-NOT_COMPARED = ("time/",)  # wall-clock times differ run to run by nature
+NOT_COMPARED = ("time/", "population/")  # wall-clock times differ run to run; how many trained together
 
 
 @dataclass

@@ -35,6 +35,11 @@ def validate_sweep(cfg: DictConfig) -> None:
         raise SweepError(f"sweep.n_scan={s.n_scan}: a scan needs at least 2 learning rates, e.g. sweep.n_scan=24")
     if s.n_refine < 0 or s.n_workers < 1:
         raise SweepError("sweep.n_refine must be >= 0 and sweep.n_workers >= 1")
+    if s.seeds < 1:
+        raise SweepError(f"sweep.seeds={s.seeds}: every scanned lr needs at least one seed, e.g. sweep.seeds=3")
+    if s.population_size is not None and s.population_size < 1:
+        raise SweepError(f"sweep.population_size={s.population_size}: pass a size >= 1, or null for "
+                         "a phase's trials / n_workers")
     if s.role not in ("auto", "coordinator", "worker", "report"):
         raise SweepError(f"sweep.role={s.role!r} is unknown: use auto (= coordinator), worker or report")
     if s.storage and has_password(s.storage):
@@ -84,7 +89,8 @@ def trial_space(cfg: DictConfig) -> dict:
     for key in ("tracking", "tags"):
         base.pop(key, None)
     base["sweep"] = {k: v for k, v in base["sweep"].items()
-                     if k not in ("study", "storage", "n_workers", "role", "heartbeat_s")}
+                     if k not in ("study", "storage", "n_workers", "role", "heartbeat_s", "population",
+                                  "population_size")}
     base["optim"].pop("lr", None)
     from dropout_risk.data.loaders import load_data
 

@@ -39,13 +39,14 @@ def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
                                     direction="minimize", load_if_exists=True)
         if "space" not in study.user_attrs:
             study.set_user_attr("space", space)
-            study.set_user_attr("planned", s.n_scan + s.n_refine)
+            study.set_user_attr("planned", s.n_scan * s.seeds + s.n_refine)
             study.set_user_attr("created", time.time())
             lo, hi = lr_range(cfg)
             for lr in lr_grid(lo, hi, s.n_scan):
-                study.enqueue_trial({"lr": lr}, user_attrs={"phase": "scan", "lr_planned": lr})
+                for j in range(s.seeds):  # seed cfg.seed + j: initialisation and data order
+                    study.enqueue_trial({"lr": lr}, user_attrs={"phase": "scan", "lr_planned": lr, "seed": cfg.seed + j})
             for _ in range(s.n_refine):
-                study.enqueue_trial({}, user_attrs={"phase": "refine"})
+                study.enqueue_trial({}, user_attrs={"phase": "refine", "seed": cfg.seed})
             return study, True
     if study.user_attrs.get("space") != space:
         diff = _first_difference(study.user_attrs.get("space", {}), space)
@@ -121,6 +122,21 @@ def _alive(pid: int) -> bool:
     return not os.path.isdir("/proc/self") or start_ticks(pid) is not None
 
 
+def claim_trials(study: optuna.Study, n: int) -> list[optuna.Trial]:
+    """Claim up to `n` WAITING trials of one phase (scan first), for one population."""
+    first = claim_trial(study)
+    if first is None:
+        return []
+    trials = [first]
+    phase = first.user_attrs.get("phase")
+    while len(trials) < n:
+        trial = claim_trial(study, phase=phase)
+        if trial is None:
+            break
+        trials.append(trial)
+    return trials
+
+
 def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial | None:
     """Claim one WAITING trial atomically through the storage (as Study.ask does, but never
     creating a trial beyond the planned ones). Scan trials first: refine trials need them."""
@@ -137,7 +153,9 @@ def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial |
 
 
 def make_sampler(cfg: DictConfig, salt: int = 0) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=cfg.seed + salt, n_startup_trials=min(4, max(1, cfg.sweep.n_refine // 2)))
+    # constant_liar: a population's refine trials are asked for together, before any has a value
+    return optuna.samplers.TPESampler(seed=cfg.seed + salt, n_startup_trials=min(4, max(1, cfg.sweep.n_refine // 2)),
+                                      constant_liar=True)
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:

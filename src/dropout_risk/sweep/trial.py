@@ -7,6 +7,8 @@ import math
 import os
 import socket
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import numpy as np
 import optuna
@@ -15,7 +17,7 @@ from optuna.trial import TrialState
 
 from dropout_risk.format import fmt
 from dropout_risk.sweep.space import lr_range, search_space
-from dropout_risk.sweep.study import claim_trial, effective_trials, recover_dead_trials
+from dropout_risk.sweep.study import claim_trial, claim_trials, effective_trials, recover_dead_trials
 from dropout_risk.tracking.names import (
     TAG_PHASE,
     TAG_STUDY,
@@ -82,6 +84,71 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     from dropout_risk.sweep.pruning import PruneOnValLoss
     from dropout_risk.training.train import train
 
+    prepared = _prepare(cfg, study, trial, parent_run_id, planned, log)
+    if prepared is None:
+        return
+    callbacks = [PruneOnValLoss(trial)] if prepared.pruned_by_optuna else []
+    t0 = time.perf_counter()
+    try:
+        result = train(prepared.cfg, parent_run_id=parent_run_id, tags=prepared.tags, callbacks=callbacks,
+                       overrides=prepared.overrides)
+    except KeyboardInterrupt:
+        _interrupted(study, [trial])
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed trial never stops the sweep
+        result = exc
+    _record(study, trial, prepared, result, time.perf_counter() - t0, planned, log)
+
+
+def run_population(cfg: DictConfig, study: optuna.Study, trials: list[optuna.Trial], parent_run_id: str,
+                   planned: int, log=print) -> None:
+    """Train claimed trials as populations (one per group of trials whose configs differ only in lr
+    and seed) and tell the study each one's outcome. Never raises for a failed trial (Ctrl-C does)."""
+    from dropout_risk.training.train_population import MemberSpec, shared_config, train_population
+
+    prepared = [(t, p) for t in trials if (p := _prepare(cfg, study, t, parent_run_id, planned, log)) is not None]
+    groups: dict[str, list] = {}
+    for trial, p in prepared:  # refine trials searching more than the lr may differ in other keys
+        groups.setdefault(repr(shared_config(p.cfg)), []).append((trial, p))
+    for group in groups.values():
+        specs = [MemberSpec(p.cfg, p.tags, p.overrides, _pruner(trial) if p.pruned_by_optuna else None)
+                 for trial, p in group]
+        t0 = time.perf_counter()
+        try:
+            results = train_population(specs, parent_run_id=parent_run_id)
+        except KeyboardInterrupt:
+            _interrupted(study, [trial for trial, _ in group])
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed population never stops the sweep
+            results = [exc] * len(group)
+        duration = (time.perf_counter() - t0) / len(group)  # each member's share of the population's time
+        for (trial, p), result in zip(group, results, strict=True):
+            _record(study, trial, p, result, duration, planned, log)
+
+
+def _pruner(trial: optuna.Trial):
+    """A population member's pruner: its validation log loss to its trial each epoch."""
+    def prune(value: float, epoch: int) -> bool:
+        trial.report(value, epoch)
+        return trial.should_prune()
+    return prune
+
+
+@dataclass
+class _Prepared:
+    cfg: DictConfig
+    phase: str
+    lr: float
+    seed: int | None
+    tags: dict[str, str]
+    overrides: list[str]
+    pruned_by_optuna: bool
+
+
+def _prepare(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_run_id: str, planned: int,
+             log) -> _Prepared | None:
+    """The trial's own config (its lr, seed, searched keys), tags and overrides; None when a refine
+    trial has no stable range to sample from (then it is told FAIL here)."""
     s = cfg.sweep
     phase = trial.user_attrs.get("phase", "scan")
     trial.set_user_attr("host", socket.gethostname())
@@ -98,7 +165,7 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
             trial.set_user_attr("error", "the scan found no stable learning rate to refine in")
             study.tell(trial, state=TrialState.FAIL)
             log(f"[trial {trial.number + 1}/{planned} refine] skipped: no stable learning rate in the scan")
-            return
+            return None
         lr = trial.suggest_float("lr", rng[0], rng[1], log=True)
         for key, (low, high) in search_space(cfg).items():
             value = trial.suggest_float(key, low, high, log=True)
@@ -106,28 +173,38 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     else:
         lo, hi = lr_range(cfg)
         lr = trial.suggest_float("lr", lo, hi, log=True)
+    seed = trial.user_attrs.get("seed")
     tcfg.optim.lr = lr
-    tcfg.tracking.run_name = trial_run_name(phase, trial.number, lr)
-    trial_overrides = [*study.user_attrs.get("overrides", []), f"optim.lr={lr}",
-                       *(f"{k}={OmegaConf.select(tcfg, k)}" for k in search_space(cfg))]
+    if seed is not None and int(seed) != cfg.seed:  # seed cfg.seed: the config of a plain run
+        tcfg.trainer.seed = int(seed)
+    named_seed = int(seed) if seed is not None and s.seeds > 1 else None
+    tcfg.tracking.run_name = trial_run_name(phase, trial.number, lr, named_seed)
+    overrides = [*study.user_attrs.get("overrides", []), f"optim.lr={lr}",
+                 *([f"trainer.seed={tcfg.trainer.seed}"] if tcfg.trainer.seed is not None else []),
+                 *(f"{k}={OmegaConf.select(tcfg, k)}" for k in search_space(cfg))]
     OmegaConf.set_struct(tcfg, True)
-    callbacks = [PruneOnValLoss(trial)] if phase == "refine" and s.pruner.name != "none" else []
     tags = {TAG_SWEEP_ID: parent_run_id, TAG_TRIAL: str(trial.number), TAG_PHASE: phase, TAG_STUDY: study.study_name}
-    t0 = time.perf_counter()
-    try:
-        result = train(tcfg, parent_run_id=parent_run_id, tags=tags, callbacks=callbacks, overrides=trial_overrides)
-    except KeyboardInterrupt:
+    return _Prepared(tcfg, phase, lr, named_seed, tags, overrides, phase == "refine" and s.pruner.name != "none")
+
+
+def _interrupted(study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    for trial in trials:
         trial.set_user_attr("outcome", "interrupted")
         study.tell(trial, state=TrialState.FAIL)
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failed trial never stops the sweep
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, duration_s: float, planned: int,
+            log) -> None:
+    """Tell the study how the trial went (`result`: a RunResult or the exception that failed it)."""
+    what = f"[trial {trial.number + 1}/{planned} {p.phase}] lr={p.lr:.4g}" + (f" seed={p.seed}" if p.seed is not None else "")
+    if isinstance(result, BaseException):
         trial.set_user_attr("outcome", "failed")
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        trial.set_user_attr("error", f"{type(result).__name__}: {result}"[:1000])
         study.tell(trial, state=TrialState.FAIL)
-        log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g} failed: {type(exc).__name__}: {exc}")
+        log(f"{what} failed: {type(result).__name__}: {result}")
         return
     m = result.metrics
-    attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(time.perf_counter() - t0, 3),
+    attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(duration_s, 3),
              "diverged_at_step": result.diverged_at_step,
              "train_loss": _finite_or_none(m.get(TRAIN_LOSS_EPOCH, _last_finite(result.train_loss))),
              "val_loss": _finite_or_none(m.get(VAL_LOG_LOSS)), "auroc": _finite_or_none(m.get("val/auroc")),
@@ -148,7 +225,7 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
     detail = (f"diverged at step {result.diverged_at_step}" if result.outcome == "diverged"
               else f"{result.outcome}  val log loss {fmt(attrs['val_loss'])}  AUROC {fmt(attrs['auroc'])}  "
                    f"ECE {fmt(attrs['ece'])}")
-    log(f"[trial {trial.number + 1}/{planned} {phase}] lr={lr:.4g}  {detail}  ({attrs['duration_s']:.1f} s)")
+    log(f"{what}  {detail}  ({attrs['duration_s']:.1f} s)")
 
 
 def _finite_or_none(v) -> float | None:
@@ -165,12 +242,30 @@ def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) ->
     heartbeat = _heartbeat_support(study)
     n = 0
     while True:
-        trial = claim_trial(study)
-        if trial is None:
+        if not cfg.sweep.population:
+            trial = claim_trial(study)
+            if trial is None:
+                return n
+            with heartbeat(trial):
+                run_trial(cfg, study, trial, parent_run_id, planned, log)
+            n += 1
+            continue
+        trials = claim_trials(study, population_size(cfg, study))
+        if not trials:
             return n
-        with heartbeat(trial):
-            run_trial(cfg, study, trial, parent_run_id, planned, log)
-        n += 1
+        with ExitStack() as beats:
+            for trial in trials:
+                beats.enter_context(heartbeat(trial))
+            run_population(cfg, study, trials, parent_run_id, planned, log)
+        n += len(trials)
+
+
+def population_size(cfg: DictConfig, study: optuna.Study) -> int:
+    """sweep.population_size, else the larger phase's planned trials split over the workers."""
+    s = cfg.sweep
+    if s.population_size is not None:
+        return int(s.population_size)
+    return max(1, math.ceil(max(s.n_scan * s.seeds, s.n_refine) / max(s.n_workers, 1)))
 
 
 def _heartbeat_support(study: optuna.Study):

@@ -68,9 +68,10 @@ def run_name(cfg: DictConfig) -> str:
     return f"{optimizer_name(cfg).lower()}-lr{cfg.optim.lr:.3g}-h{hidden}-s{cfg.seed}"
 
 
-def trial_run_name(phase: str, number: int, lr: float) -> str:
-    """A sweep trial (`scan-007-lr0.0123`); TRIAL_NAME recognises it."""
-    return f"{phase}-{number:03d}-lr{lr:.3g}"
+def trial_run_name(phase: str, number: int, lr: float, seed: int | None = None) -> str:
+    """A sweep trial (`scan-007-lr0.0123`, with its seed when the sweep has several: `-s1`);
+    TRIAL_NAME recognises it."""
+    return f"{phase}-{number:03d}-lr{lr:.3g}" + (f"-s{seed}" if seed is not None else "")
 
 
 def sweep_run_name(cfg: DictConfig, lr_min: float, lr_max: float) -> str:

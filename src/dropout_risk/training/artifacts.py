@@ -43,7 +43,7 @@ def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMod
             continue
         # the reported epoch's model is the final one: its diagram is also plots/reliability_val.png
         final = (final_p is not None and epoch == reported
-                 and np.array_equal(module.val_probs[epoch - 1], final_p, equal_nan=True))
+                 and np.allclose(module.val_probs[epoch - 1], final_p, rtol=0, atol=1e-6, equal_nan=True))
         title = f"{name} · epoch {epoch}" + (f"\n{verdict}" if final else "")
         extra = {"references": references or (), "smece": smece} if final else {}
         fig = reliability_diagram(y, module.val_probs[epoch - 1], title=title, **extra)

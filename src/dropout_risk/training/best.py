@@ -25,7 +25,7 @@ class BestEpoch(pl.Callback):
     def __init__(self) -> None:
         self.best_epoch: int | None = None
         self.best_value = math.inf
-        self._state: dict[str, torch.Tensor] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         if not pl_module.val_history:
@@ -34,13 +34,13 @@ class BestEpoch(pl.Callback):
         if math.isfinite(value) and value < self.best_value:  # strict: ties keep the earlier epoch
             self.best_value = value
             self.best_epoch = len(pl_module.val_history)
-            self._state = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+            self.state = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
 
     def restore(self, pl_module) -> bool:
         """Load the best epoch's weights into `pl_module.net`; False when there is none."""
-        if self._state is None:
+        if self.state is None:
             return False
-        pl_module.net.load_state_dict(self._state)
+        pl_module.net.load_state_dict(self.state)
         return True
 
 

@@ -19,7 +19,10 @@ def population_bytes(k: int, n_features: int, hidden: list[int], batch_size: int
     per_member = (4 * params * (3 + 2 * state)  # param, grad, copy; state and the frozen copies of both
                   + 4 * batch_size * (n_features + 3 * sum(hidden) + 2)  # batch rows, activations, their grads
                   + 8 * n_train  # the epoch's permutation
-                  + 4 * n_val * sum(hidden) + 8 * n_val * epochs)  # validation pass, probabilities per epoch
+                  + 4 * n_val * sum(hidden) + 8 * n_val * epochs  # validation pass, probabilities per epoch
+                  # measured, not modelled: peak RSS grew by 21-33 MiB per member of [64, 32] on 14,000 + 3,000
+                  # rows (benchmarks/bench_population.py, K = 8..96), ~20 bytes per row and hidden unit
+                  + 20 * (n_train + n_val) * sum(hidden))
     return k * per_member
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_risk.config.safety import check_header, check_received
+from dropout_risk.config.safety import check_received_text
 from dropout_risk.config.schema import SCHEMA_VERSION, AdamWConfig, Config, OptimConfig, SGDConfig
 from dropout_risk.config.targets import check_targets
 from dropout_risk.config.validate import cuda_available, validate
@@ -46,22 +46,12 @@ def load_config_text(text: str, source: str) -> DictConfig:
     what a received config may not hold (config/safety.py: resolver calls such as ${oc.env:...},
     defaults beyond the schema, hydra code hooks), a newer schema_version, a `_target_` outside
     the allow-list, unknown keys, wrong types, missing required keys and values `validate` rejects."""
-    import yaml
     from omegaconf.errors import OmegaConfBaseException
 
     from dropout_risk.config.explain import explain_error
 
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ReproduceError(f"{source} is not valid YAML{at}: fix the file or use the run's {CONFIG_ARTIFACT}") from None
-    if not isinstance(raw, dict):
-        raise ReproduceError(f"{source} is not a dropout-risk config: expected keys such as seed, data, optim, trainer")
-    try:
-        check_header(text)
-        check_received(raw)  # before anything merges, resolves or instantiates it
+        raw = check_received_text(text)  # YAML, a mapping, then nothing a received config may not hold
     except ConfigError as exc:
         raise ReproduceError(f"{source}: {exc}") from None
     raw = dict(raw)

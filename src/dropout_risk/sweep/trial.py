@@ -250,7 +250,7 @@ def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) ->
                 run_trial(cfg, study, trial, parent_run_id, planned, log)
             n += 1
             continue
-        trials = claim_trials(study, population_size(cfg, study))
+        trials = claim_trials(study, population_size(cfg))
         if not trials:
             return n
         with ExitStack() as beats:
@@ -260,7 +260,7 @@ def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) ->
         n += len(trials)
 
 
-def population_size(cfg: DictConfig, study: optuna.Study) -> int:
+def population_size(cfg: DictConfig) -> int:
     """sweep.population_size, else the larger phase's planned trials split over the workers."""
     s = cfg.sweep
     if s.population_size is not None:

@@ -20,7 +20,7 @@ from dropout_risk.tracking.names import VAL_LOG_LOSS
 
 class BestEpoch(pl.Callback):
     """After fit: `best_epoch` (1-based; None if no epoch had a finite validation log loss),
-    `best_value`, and `restore(module)` to load that epoch's weights."""
+    `best_value`, and `state`, that epoch's weights (report_model loads them)."""
 
     def __init__(self) -> None:
         self.best_epoch: int | None = None
@@ -35,13 +35,6 @@ class BestEpoch(pl.Callback):
             self.best_value = value
             self.best_epoch = len(pl_module.val_history)
             self.state = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
-
-    def restore(self, pl_module) -> bool:
-        """Load the best epoch's weights into `pl_module.net`; False when there is none."""
-        if self.state is None:
-            return False
-        pl_module.net.load_state_dict(self.state)
-        return True
 
 
 def early_stopping(patience: int, min_delta: float) -> EarlyStopping:

@@ -13,6 +13,16 @@ import lightning.pytorch as pl
 import torch
 
 
+def divergence_reason(value: float, first: float | None, factor: float, step: int) -> str | None:
+    """Why a step's loss counts as divergence (non-finite, or > factor x the first step's finite
+    loss), or None; the plain guard and a population's per-member guard say it alike."""
+    if not math.isfinite(value):
+        return f"loss became {value} at step {step}"
+    if first is not None and value > factor * max(first, 1e-12):
+        return f"loss {value:.4g} > {factor:g} x first loss {first:.4g} at step {step}"
+    return None
+
+
 class DivergenceGuard(pl.Callback):
     """Stop when the loss is non-finite or exceeds `factor` x the first step's loss.
 
@@ -33,12 +43,10 @@ class DivergenceGuard(pl.Callback):
         step = trainer.global_step if trainer.global_step > 0 else batch_idx + 1
         if self.first_loss is None and math.isfinite(value):
             self.first_loss = value
-        if not math.isfinite(value):
-            self.reason = f"loss became {value} at step {step}"
-        elif self.first_loss is not None and value > self.factor * max(self.first_loss, 1e-12):
-            self.reason = f"loss {value:.4g} > {self.factor:g} x first loss {self.first_loss:.4g} at step {step}"
-        else:
+        reason = divergence_reason(value, self.first_loss, self.factor, step)
+        if reason is None:
             return
+        self.reason = reason
         self.diverged = True
         self.diverged_at_step = step
         trainer.should_stop = True

@@ -27,6 +27,7 @@ from dropout_risk.errors import ConfigError
 from dropout_risk.model.losses import member_losses
 from dropout_risk.model.stacked import StackedMLP
 from dropout_risk.tracking.names import VAL_LOG_LOSS
+from dropout_risk.training.guard import divergence_reason
 
 # Optimisers whose state does not depend on the lr, so that one step at lr = 1 rescaled per member is exact.
 RESCALABLE = ("SGD", "Adam", "AdamW")
@@ -164,7 +165,8 @@ class PopulationModule(pl.LightningModule):
             progress.increment_completed()
 
     def _guard(self, losses: torch.Tensor) -> None:
-        """Per member, as DivergenceGuard: non-finite, or > factor x its first step's loss."""
+        """Per member, as DivergenceGuard: the same rule vectorised over members (one sync per step),
+        then the same reason for each member it stops."""
         if self._first is None:
             self._first = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
         if self.guard_factor is None:
@@ -175,9 +177,9 @@ class PopulationModule(pl.LightningModule):
             return
         values, first = losses.tolist(), self._first.tolist()
         for k in torch.nonzero(bad).flatten().tolist():
-            m, value = self.members[k], values[k]
-            m.reason = (f"loss became {value} at step {self.steps_taken}" if not math.isfinite(value) else
-                        f"loss {value:.4g} > {self.guard_factor:g} x first loss {first[k]:.4g} at step {self.steps_taken}")
+            m = self.members[k]
+            m.reason = divergence_reason(values[k], first[k] if math.isfinite(first[k]) else None,
+                                         self.guard_factor, self.steps_taken)
             m.diverged_at_step = self.steps_taken
             self._freeze(k, "diverged")
 
@@ -273,8 +275,3 @@ class PopulationModule(pl.LightningModule):
             self.members[k].val_history.append(metrics)
             out.append(metrics)
         return out
-
-    def member_series(self, k: int, series: list[torch.Tensor]) -> list[float]:
-        """Member k's values of a per-step series (step_losses, grad_norms) at every step it trained."""
-        n = min(self.members[k].steps, len(series))
-        return torch.stack(series[:n])[:, k].tolist() if n else []

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from dropout_risk.tracking.names import TRAIN_LOSS_EPOCH
 from dropout_risk.tracking.run import Run
 
 
@@ -50,12 +51,15 @@ class StepLossRecorder(pl.Callback):
         for step, values in pl_module.mechanism_log[self._mechanism_done:]:
             self.run.log_metrics(values, step=step)
         self._mechanism_done = len(pl_module.mechanism_log)
-        finite = [v for v in new if math.isfinite(v)]
-        metrics = {"train/loss_epoch": float(np.mean(finite)) if finite else float("nan")}
         epoch = trainer.current_epoch + 1
-        if len(pl_module.val_history) >= epoch:
-            metrics.update(pl_module.val_history[epoch - 1])
-        self.run.log_metrics(metrics, step=epoch)
+        val = pl_module.val_history[epoch - 1] if len(pl_module.val_history) >= epoch else None
+        self.run.log_metrics(epoch_metrics(new, val), step=epoch)
+
+
+def epoch_metrics(step_losses: list[float], val: dict[str, float] | None) -> dict[str, float]:
+    """An epoch's train/loss_epoch (mean of its finite step losses) with its validation metrics."""
+    finite = [v for v in step_losses if math.isfinite(v)]
+    return {TRAIN_LOSS_EPOCH: float(np.mean(finite)) if finite else float("nan"), **(val or {})}
 
 
 def _floats(values: list[torch.Tensor]) -> list[float]:

@@ -10,6 +10,7 @@ import logging
 import signal
 import time
 import warnings
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -50,6 +51,29 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*no `validation_step`. Skipping val loop.*")  # EpochValidation validates
 
 
+def prepare(cfg: DictConfig, *, shuffle_seed: int | None = None,
+            check: Callable[[StudentDataModule], None] | None = None,
+            ) -> tuple[StudentDataModule, list[Baseline], dict[str, str]]:
+    """What a model's training needs before its MLflow run exists, each part checked so that bad
+    input fails here: the tracking store, the data and its split, `check(dm)` (e.g. a population's
+    memory), the lab page's student, the fitted baselines; and the run's tags from them."""
+    check_tracking(cfg.tracking.uri)
+    _quiet_lightning()
+    if cfg.trainer.num_threads > 0:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    data = load_data(cfg.data, cfg.seed)
+    dm = StudentDataModule(data, cfg.data, cfg.seed, shuffle_seed=shuffle_seed)
+    if check is not None:
+        check(dm)
+    if cfg.mechanism.page:
+        page_student(cfg, dm)  # a bad row number fails here, before any run exists
+    check_baselines(cfg)
+    baselines = fit_baselines(cfg, dm.tensors, cfg.seed)  # one that cannot be fitted fails here too
+    tags = {"seed": str(cfg.seed), "data": data.name, **data_provenance_tags(dm.fingerprint()), **device_tags(cfg),
+            **provenance_tags(), **{k: str(v) for k, v in cfg.tags.items()}}
+    return dm, baselines, tags
+
+
 def train(
     cfg: DictConfig,
     *,
@@ -62,28 +86,10 @@ def train(
     `parent_run_id` for sweep trials). Bad config or data raises ConfigError/DataError
     before any run is created; anything raised later ends the run FAILED (Ctrl-C: KILLED)."""
     validate(cfg)
-    check_tracking(cfg.tracking.uri)
-    _quiet_lightning()
-    if cfg.trainer.num_threads > 0:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    data = load_data(cfg.data, cfg.seed)
-    dm = StudentDataModule(data, cfg.data, cfg.seed, shuffle_seed=train_seed(cfg))
-    if cfg.mechanism.page:
-        page_student(cfg, dm)  # a bad row number fails here, before any run exists
-    check_baselines(cfg)
-    baselines = fit_baselines(cfg, dm.tensors, cfg.seed)  # one that cannot be fitted fails here too
-
+    dm, baselines, base_tags = prepare(cfg, shuffle_seed=train_seed(cfg))
     name = run_name(cfg)
     resolved = to_container(cfg)
-    run_tags = {
-        "seed": str(cfg.seed),
-        "data": data.name,
-        **data_provenance_tags(dm.fingerprint()),
-        **device_tags(cfg),
-        **provenance_tags(),
-        **{k: str(v) for k, v in cfg.tags.items()},
-        **(tags or {}),
-    }
+    run_tags = {**base_tags, **(tags or {})}
     run = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name,
                     tags=run_tags, parent_run_id=parent_run_id)
     with run.failing_on_error({TAG_OUTCOME: "failed"}):

@@ -14,29 +14,24 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk.analysis import mechanism
 from dropout_risk.config.saved import to_container
 from dropout_risk.config.validate import validate
-from dropout_risk.data.loaders import load_data
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.errors import ConfigError
-from dropout_risk.model.baselines import check_baselines, fit_baselines
 from dropout_risk.model.losses import loss_function
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.model.optim import optimizer_factory
-from dropout_risk.tracking.names import TAG_OUTCOME, TRAIN_LOSS_EPOCH, run_name
-from dropout_risk.tracking.provenance import data_provenance_tags, device_tags, provenance_tags
+from dropout_risk.tracking.names import TAG_OUTCOME, run_name
 from dropout_risk.tracking.run import Run
-from dropout_risk.tracking.store import check_tracking
-from dropout_risk.training.artifacts import page_student
 from dropout_risk.training.memory import check_population_memory
 from dropout_risk.training.population import Member, PopulationBatches, PopulationModule
+from dropout_risk.training.recorder import epoch_metrics
 from dropout_risk.training.report import Fitted, RunResult, report_model
-from dropout_risk.training.train import _quiet_lightning, train_seed
+from dropout_risk.training.train import prepare, train_seed
 
 # What members of one population may differ in; everything else is shared by the one fit.
 MEMBER_KEYS = ("optim.lr", "trainer.seed", "tracking.run_name")
@@ -75,23 +70,10 @@ def train_population(specs: list[MemberSpec], *, parent_run_id: str | None = Non
     if cfg.mechanism.every_n_steps:
         raise ConfigError(f"mechanism.every_n_steps={cfg.mechanism.every_n_steps}: per-layer mechanism metrics are "
                           "not traced in a population; set mechanism.every_n_steps=0 or sweep.population=false")
-    check_tracking(cfg.tracking.uri)
-    _quiet_lightning()
-    if cfg.trainer.num_threads > 0:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    data = load_data(cfg.data, cfg.seed)
-    dm = StudentDataModule(data, cfg.data, cfg.seed)
-    check_population_memory(len(specs), dm.n_features, list(cfg.model.hidden), cfg.data.batch_size,
-                            len(dm.tensors["train"][0]), cfg.optim._target_, cfg.trainer.accelerator,
-                            len(dm.tensors["val"][0]), cfg.trainer.max_epochs)
-    if cfg.mechanism.page:
-        page_student(cfg, dm)
-    check_baselines(cfg)
-    baselines = fit_baselines(cfg, dm.tensors, cfg.seed)  # once for all members: the same split
-
-    common_tags = {"seed": str(cfg.seed), "data": data.name, **data_provenance_tags(dm.fingerprint()),
-                   **device_tags(cfg), **provenance_tags(), **{k: str(v) for k, v in cfg.tags.items()},
-                   "engine": "population", "population_size": str(len(specs))}
+    dm, baselines, base_tags = prepare(cfg, check=lambda dm: check_population_memory(
+        len(specs), dm.n_features, list(cfg.model.hidden), cfg.data.batch_size, len(dm.tensors["train"][0]),
+        cfg.optim._target_, cfg.trainer.accelerator, len(dm.tensors["val"][0]), cfg.trainer.max_epochs))
+    common_tags = {**base_tags, "engine": "population", "population_size": str(len(specs))}
     runs: list[Run] = []
     with ExitStack() as stack:  # Ctrl-C or a crash in the fit: every member's run ends KILLED/FAILED
         for spec in specs:
@@ -103,11 +85,13 @@ def train_population(specs: list[MemberSpec], *, parent_run_id: str | None = Non
         for run, spec in zip(runs, specs, strict=True):
             run.log_config(spec.cfg, spec.overrides)
         module, fit_s = _fit(cfg, dm, specs)
+    # [steps, K], stacked once for all members
+    series = [torch.stack(s) if s else None for s in (module.step_losses, module.grad_norms)]
     results: list[RunResult | Exception] = []
     for k, (run, spec) in enumerate(zip(runs, specs, strict=True)):
         try:
             with run.failing_on_error({TAG_OUTCOME: "failed"}):
-                results.append(_report_member(spec.cfg, run, dm, module, k, fit_s, baselines))
+                results.append(_report_member(spec.cfg, run, dm, module, k, fit_s, baselines, *series))
         except Exception as exc:  # noqa: BLE001 - one member's failed report does not lose the others
             results.append(exc)
     return results
@@ -139,13 +123,13 @@ def _fit(cfg: DictConfig, dm: StudentDataModule, specs: list[MemberSpec]) -> tup
 
 
 def _report_member(cfg: DictConfig, run: Run, dm: StudentDataModule, pop: PopulationModule, k: int,
-                   fit_s: float, baselines) -> RunResult:
+                   fit_s: float, baselines, step_losses: torch.Tensor | None,
+                   grad_norms: torch.Tensor | None) -> RunResult:
     m = pop.members[k]
-    losses = pop.member_series(k, pop.step_losses)
-    grads = pop.member_series(k, pop.grad_norms)
+    losses, grads = ([] if s is None else s[: m.steps, k].tolist() for s in (step_losses, grad_norms))
     _log_history(run, losses, grads, pop.epoch_ends, m.val_history)
     module = DropoutRiskModule(dm.n_features, list(cfg.model.hidden), cfg.model.activation, cfg.loss.name,
-                               optimizer_factory(cfg.optim))
+                               pop.optimizer_factory)
     module.net.load_state_dict(pop.net.member_state_dict(k))
     module.val_history, module.val_probs, module.steps_taken = m.val_history, m.val_probs, m.steps
     fitted = Fitted(module=module, outcome=OUTCOMES[m.status], diverged_at_step=m.diverged_at_step,
@@ -168,11 +152,7 @@ def _log_history(run: Run, losses: list[float], grads: list[float], epoch_ends: 
         chunk = losses[start:end]
         if not chunk:
             break
-        finite = [v for v in chunk if np.isfinite(v)]
-        metrics = {TRAIN_LOSS_EPOCH: float(np.mean(finite)) if finite else float("nan")}
-        if len(val_history) >= epoch:
-            metrics.update(val_history[epoch - 1])
-        run.log_metrics(metrics, step=epoch)
+        run.log_metrics(epoch_metrics(chunk, val_history[epoch - 1] if len(val_history) >= epoch else None), step=epoch)
         start = end
 
 

@@ -140,3 +140,27 @@ def test_members_that_differ_beyond_lr_and_seed_are_refused(make_cfg):
     other = make_cfg(*TINY, "baselines=none", "model.hidden=[8]")
     with pytest.raises(ConfigError, match="may differ only in optim.lr, trainer.seed"):
         train_population([MemberSpec(cfg), MemberSpec(other)])
+
+
+def test_ctrl_c_between_two_reports_leaves_no_run_running(make_cfg, client, monkeypatch):
+    """A KeyboardInterrupt while the members report (a worker whose coordinator died): the members
+    already reported stay FINISHED, the one reporting and those not yet reported end KILLED."""
+    import dropout_risk.training.train_population as mod
+
+    real, calls = mod.report_model, []
+
+    def report(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(mod, "report_model", report)
+    cfg = make_cfg(*TINY, "baselines=none", "mechanism.every_n_steps=0")
+    case = f"ctrl-c-{id(calls)}"
+    specs = [MemberSpec(member_config(cfg, lr, None, f"m{i}"), tags={"test_case": case}) for i, lr in enumerate((1e-2, 2e-2, 3e-2))]
+    with pytest.raises(KeyboardInterrupt):
+        train_population(specs)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+                              f"tags.test_case = '{case}'")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("m0", "FINISHED"), ("m1", "KILLED"), ("m2", "KILLED")]

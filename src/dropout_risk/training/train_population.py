@@ -75,7 +75,9 @@ def train_population(specs: list[MemberSpec], *, parent_run_id: str | None = Non
         cfg.optim._target_, cfg.trainer.accelerator, len(dm.tensors["val"][0]), cfg.trainer.max_epochs))
     common_tags = {**base_tags, "engine": "population", "population_size": str(len(specs))}
     runs: list[Run] = []
-    with ExitStack() as stack:  # Ctrl-C or a crash in the fit: every member's run ends KILLED/FAILED
+    # Ctrl-C or a crash, in the fit or between two members' reports: every run not yet ended ends
+    # KILLED/FAILED (an ended run is left as it is)
+    with ExitStack() as stack:
         for spec in specs:
             run = Run.start(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
                             run_name(spec.cfg), tags={**common_tags, "train_seed": str(train_seed(spec.cfg)),
@@ -85,16 +87,16 @@ def train_population(specs: list[MemberSpec], *, parent_run_id: str | None = Non
         for run, spec in zip(runs, specs, strict=True):
             run.log_config(spec.cfg, spec.overrides)
         module, fit_s = _fit(cfg, dm, specs)
-    # [steps, K], stacked once for all members
-    series = [torch.stack(s) if s else None for s in (module.step_losses, module.grad_norms)]
-    results: list[RunResult | Exception] = []
-    for k, (run, spec) in enumerate(zip(runs, specs, strict=True)):
-        try:
-            with run.failing_on_error({TAG_OUTCOME: "failed"}):
-                results.append(_report_member(spec.cfg, run, dm, module, k, fit_s, baselines, *series))
-        except Exception as exc:  # noqa: BLE001 - one member's failed report does not lose the others
-            results.append(exc)
-    return results
+        # [steps, K], stacked once for all members
+        series = [torch.stack(s) if s else None for s in (module.step_losses, module.grad_norms)]
+        results: list[RunResult | Exception] = []
+        for k, (run, spec) in enumerate(zip(runs, specs, strict=True)):
+            try:
+                with run.failing_on_error({TAG_OUTCOME: "failed"}):
+                    results.append(_report_member(spec.cfg, run, dm, module, k, fit_s, baselines, *series))
+            except Exception as exc:  # noqa: BLE001 - one member's failed report does not lose the others
+                results.append(exc)
+        return results
 
 
 def _fit(cfg: DictConfig, dm: StudentDataModule, specs: list[MemberSpec]) -> tuple[PopulationModule, float]:

@@ -79,7 +79,8 @@ def server(databases, tmp_path_factory):
 def _args(server, databases, study, *extra, lr_max="1e4"):
     return [PYTHON, str(ROOT / "pipelines" / "sweep.py"), "tracking=server", f"tracking.uri={server}",
             f"sweep.storage={PG}/{databases['optuna']}", f"sweep.study={study}", "optim=sgd",
-            "sweep.lr_min=0.01", f"sweep.lr_max={lr_max}", "sweep.n_scan=6", "sweep.n_refine=2", "sweep.seeds=1", "sweep.heartbeat_s=2",
+            "sweep.lr_min=0.01", f"sweep.lr_max={lr_max}", "sweep.n_scan=6", "sweep.n_refine=2", "sweep.seeds=1",
+            "sweep.population_size=2", "sweep.heartbeat_s=2",  # populations of 2: both machines find trials
             "tracking.reliability_every_n_epochs=2", *extra]
 
 

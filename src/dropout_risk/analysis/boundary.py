@@ -86,7 +86,12 @@ def divergence_interval(summary: pd.DataFrame) -> tuple[float | None, float | No
     counts as not diverged. With one seed per lr and a clean step (no converged lr above a
     diverged one, nothing pruned) this is ``observed_boundary``.
     """
-    frac = per_lr(summary).dropna(subset=["frac_diverged"])
+    return interval_of(per_lr(summary))
+
+
+def interval_of(per: pd.DataFrame) -> tuple[float | None, float | None]:
+    """``divergence_interval`` from a ``per_lr`` table already computed."""
+    frac = per.dropna(subset=["frac_diverged"])
     lrs, f = frac["lr"].to_numpy(dtype=np.float64), frac["frac_diverged"].to_numpy(dtype=np.float64)
     clean_below = np.cumprod(f == 0).astype(bool)  # True while every lr so far had no divergence
     all_above = np.cumprod((f == 1)[::-1])[::-1].astype(bool)  # True while every larger lr fully diverged

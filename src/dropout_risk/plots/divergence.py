@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation
 
-from dropout_risk.analysis.boundary import divergence_interval, per_lr
+from dropout_risk.analysis.boundary import interval_of, per_lr
 from dropout_risk.format import sig
 from dropout_risk.plots.reliability import (
     _AUROC_COLOR,
@@ -326,7 +326,7 @@ def divergence_chart(
 
     # --- theory and the observed boundary, on both panels -------------------------------------
     if seeded:
-        _interval_band((ax_loss, ax_cal), divergence_interval(frame), bool(diverged.any()))
+        _interval_band((ax_loss, ax_cal), interval_of(per), bool(diverged.any()))
     else:
         _observed_band((ax_loss, ax_cal), boundary)
 

@@ -83,7 +83,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     """Divergence chart, reliability grid, summary and per-lr CSVs, and boundary metrics (per trial
     and across seeds) on the parent run; with `baselines` (fitted on the sweep's split, labels `y`),
     the best trial's verdict."""
-    from dropout_risk.analysis.boundary import divergence_interval, observed_boundary, per_lr
+    from dropout_risk.analysis.boundary import interval_of, observed_boundary, per_lr
     from dropout_risk.analysis.metrics import binary_metrics
     from dropout_risk.analysis.sharpness import gd_threshold
     from dropout_risk.plots.divergence import divergence_chart
@@ -118,7 +118,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
         metrics["boundary/smallest_diverged_lr"] = boundary[1]
         if threshold and math.isfinite(threshold):
             metrics["boundary/diverged_lr_over_gd_threshold"] = boundary[1] / threshold
-    metrics.update(_seed_metrics(per, divergence_interval(frame)))
+    metrics.update(_seed_metrics(per, interval_of(per)))
     if best is not None:
         metrics.update(best_val_log_loss=best.value, best_lr=best.params["lr"])
         run.set_tags({"best_trial": str(best.number), TAG_BEST_RUN_ID: best.user_attrs.get("run_id", "")})

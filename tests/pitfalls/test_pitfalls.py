@@ -99,8 +99,8 @@ def test_loss_only_validation_turns_while_training_falls(make_cfg, client, tmp_p
 
 
 def test_lr_divergence_preset_has_a_diverged_trial(make_cfg, client, tmp_path) -> None:
-    cfg = make_cfg("experiment=pitfall_lr_divergence", "sweep.n_scan=5", "sweep.lr_min=0.01", "sweep.lr_max=1e4",
-                   "data.n_students=1500", "trainer.max_epochs=3", f"sweep.storage=journal://{tmp_path}/j.log",
+    cfg = make_cfg("experiment=pitfall_lr_divergence", "sweep.n_scan=4", "sweep.seeds=2", "sweep.lr_min=0.01",
+                   "sweep.lr_max=1e4", "data.n_students=1000", "trainer.max_epochs=3", f"sweep.storage=journal://{tmp_path}/j.log",
                    f"pitfall.out_dir={tmp_path}/cmp", tiny=False, config="sweep")
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.sweep.n_refine == 0
     sweep = run_sweep(cfg, log=lambda _: None)

@@ -136,7 +136,7 @@ def test_reproduce_a_population_member_alone(make_cfg, client, store, tmp_path):
     """A member of a population re-runs as a population of one: the same initialisation, data order
     and lr, equal to rounding (K = 1 runs the plain matmul kernels, K >= 2 the batched ones)."""
     cfg = make_cfg("sweep.lr_min=1e-3", "sweep.lr_max=30", "sweep.n_scan=3", "sweep.seeds=2", "sweep.n_refine=0",
-                   "sweep.sharpness_iters=10", "data.n_students=1500", "trainer.max_epochs=4", "sweep.study=pop",
+                   "sweep.sharpness_iters=10", "data.n_students=1000", "trainer.max_epochs=3", "sweep.study=pop",
                    f"sweep.storage=journal://{tmp_path}/j.log", config="sweep")
     sweep = run_sweep(cfg, log=lambda _: None)
     kids = client.search_runs([client.get_run(sweep.parent_run_id).info.experiment_id],

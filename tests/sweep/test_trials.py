@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 from dropout_risk.sweep.run import run_sweep
 from dropout_risk.sweep.space import lr_grid, lr_range
 from dropout_risk.sweep.storage import make_storage
-from dropout_risk.sweep.study import claim_trial, effective_trials, open_study, recover_dead_trials
-from dropout_risk.sweep.trial import run_trial, work
+from dropout_risk.sweep.study import claim_trial, claim_trials, effective_trials, open_study, recover_dead_trials
+from dropout_risk.sweep.trial import population_size, run_trial, work
 from dropout_risk.sweep.workers import start_local_workers, stop_workers
 from dropout_risk.tracking.run import Run
 
@@ -185,3 +185,19 @@ def test_two_workers_each_hold_a_trial_and_reach_the_planned_count(make_cfg, cli
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
             t.state == TrialState.FAIL and t.user_attrs["outcome"] == "diverged"), (t.number, t.state, t.user_attrs)
     assert "retry_of" not in {k for t in trials for k in t.user_attrs}
+
+
+def test_populations_are_claimed_across_the_lr_range(make_cfg, tmp_path):
+    """Two workers' populations of a 6-lr scan each span the range (every other trial), so the
+    one holding the large, diverging lrs is not done long before the other; refine trials never
+    join a scan population, and split over the workers too."""
+    cfg = _cfg(make_cfg, tmp_path, "claims", "sweep.n_scan=6", "sweep.n_refine=4", "sweep.n_workers=2")
+    study, _ = open_study(cfg, create=True)
+    size = lambda phase: population_size(cfg, phase)  # noqa: E731
+    assert (size("scan"), size("refine")) == (3, 2)
+    first, second = claim_trials(study, size), claim_trials(study, size)
+    assert [t.number for t in first] == [0, 2, 4] and [t.number for t in second] == [1, 3, 5]
+    refine = claim_trials(study, size)
+    assert [t.number for t in refine] == [6, 8]
+    assert {study.get_trials()[t.number].user_attrs["phase"] for t in refine} == {"refine"}
+    assert [t.number for t in claim_trials(study, size)] == [7, 9] and claim_trials(study, size) == []

@@ -56,9 +56,15 @@ def test_a_diverging_member_does_not_disturb_the_others(cohort):
         np.testing.assert_allclose(_val(with_it, k_with), _val(without, k_without), rtol=0, atol=TOL)
     # frozen: the diverged member's weights stay those of the step it diverged at, while others train on
     one_epoch = _fit(cfg, dm, [Member(1e-3, 0), Member(50.0, 0), Member(1e-2, 1)], epochs=1)
-    after_4, after_1 = with_it.net.member_state_dict(1), one_epoch.net.member_state_dict(1)
+    after_4, after_1 = with_it.member_state_dict(1), one_epoch.member_state_dict(1)
     assert all(torch.equal(after_4[k], after_1[k]) for k in after_4)
-    assert not torch.equal(with_it.net.member_state_dict(0)["out.weight"], one_epoch.net.member_state_dict(0)["out.weight"])
+    assert not torch.equal(with_it.member_state_dict(0)["out.weight"], one_epoch.member_state_dict(0)["out.weight"])
+    # and it cost nothing after its epoch: taken out of the stacked tensors and the optimiser state
+    assert with_it.rows == [0, 2] and with_it.net.n_members == 2
+    state = with_it.optimizers(use_pl_optimizer=False).state
+    assert all(v.shape[0] == 2 for p in with_it.net.parameters() for v in state[p].values() if v.dim() > 0)
+    steps = torch.stack(with_it.step_losses)
+    assert steps.shape[1] == 3 and steps[with_it.epoch_ends[0]:, 1].isnan().all() and not steps[:, 0].isnan().any()
 
 
 def test_each_member_lr_is_exact_against_a_plain_run(cohort, tmp_path, make_cfg):
@@ -124,6 +130,24 @@ def test_train_population_logs_one_run_per_member(make_cfg, client):
         assert "plots/reliability_val.png" in files
     assert results[1].diverged_at_step == len(results[1].train_loss)  # its losses stop at the bad step
     assert client.get_run(results[2].run_id).data.params["trainer.seed"] == "7"
+
+
+def test_step_metrics_every_n_steps_keeps_first_nth_and_last_and_every_step_in_the_predictions(make_cfg, client):
+    """tracking.step_metrics_every_n_steps=6 (a sweep's 5): MLflow gets step 1, every 6th and the
+    last of train/loss, the same values; predictions.npz keeps every step. Plain run and member."""
+    from dropout_risk.tracking.names import PREDICTIONS_ARTIFACT
+
+    cfg = make_cfg(*TINY, "baselines=none", "mechanism.every_n_steps=0", "tracking.step_metrics_every_n_steps=6")
+    plain = train(cfg)
+    [member] = train_population([MemberSpec(member_config(cfg, float(cfg.optim.lr), None, "member"))])
+    for r in (plain, member):
+        n = len(r.train_loss)
+        assert n % 6 not in (0, 1)  # so that the last step is one the rule alone would drop
+        history = client.get_metric_history(r.run_id, "train/loss")
+        assert [m.step for m in history] == [1, *range(6, n + 1, 6), n]
+        assert [m.value for m in history] == pytest.approx([r.train_loss[s - 1] for s in (m.step for m in history)])
+        saved = np.load(client.download_artifacts(r.run_id, PREDICTIONS_ARTIFACT))
+        np.testing.assert_array_equal(saved["train_loss"], np.asarray(r.train_loss, dtype=np.float32))
 
 
 def test_a_population_too_large_for_memory_is_refused_with_the_fix():

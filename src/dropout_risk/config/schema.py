@@ -164,6 +164,7 @@ class TrackingConfig:
     run_name: str | None = MISSING  # None: named from optimiser, lr, seed
     log_model: bool = MISSING
     reliability_every_n_epochs: int = MISSING
+    step_metrics_every_n_steps: int = MISSING
 
 
 # The sweep group keeps its values (those of conf/sweep/default.yaml): only conf/sweep.yaml picks

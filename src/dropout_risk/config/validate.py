@@ -103,6 +103,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.mechanism.every_n_steps >= 0,
          f"mechanism.every_n_steps={cfg.mechanism.every_n_steps} must be >= 0 (0 turns the mechanism metrics off)")
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")
+    need(cfg.tracking.step_metrics_every_n_steps >= 1, "tracking.step_metrics_every_n_steps must be >= 1")
     need(m.activation in ACTIVATION_NAMES,
          f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATION_NAMES)}")
     es = t.early_stopping

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import optuna
 from omegaconf import DictConfig
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dropout_risk.errors import SweepError
 from dropout_risk.sweep.retry import enqueue_retry
@@ -122,33 +123,50 @@ def _alive(pid: int) -> bool:
     return not os.path.isdir("/proc/self") or start_ticks(pid) is not None
 
 
-def claim_trials(study: optuna.Study, n: int) -> list[optuna.Trial]:
-    """Claim up to `n` WAITING trials of one phase (scan first), for one population."""
+def claim_trials(study: optuna.Study, size: Callable[[str | None], int]) -> list[optuna.Trial]:
+    """Claim up to `size(phase)` WAITING trials of one phase (scan first), for one population: every
+    (waiting / n)-th first, so that each population spans the whole lr range. Populations of
+    adjacent lrs would not: the one holding the large lrs sheds its diverged members after one
+    epoch and finishes long before the other."""
     first = claim_trial(study)
     if first is None:
         return []
     trials = [first]
     phase = first.user_attrs.get("phase")
-    while len(trials) < n:
-        trial = claim_trial(study, phase=phase)
-        if trial is None:
+    n = size(phase)
+    waiting = _waiting(study, phase)
+    stride = max(1, (len(waiting) + len(trials)) // n)
+    for t in waiting[stride - 1 :: stride] + [t for i, t in enumerate(waiting) if (i + 1) % stride]:
+        if len(trials) >= n:
             break
-        trials.append(trial)
+        trial = _claim(study, t)
+        if trial is not None:
+            trials.append(trial)
     return trials
 
 
 def claim_trial(study: optuna.Study, phase: str | None = None) -> optuna.Trial | None:
     """Claim one WAITING trial atomically through the storage (as Study.ask does, but never
     creating a trial beyond the planned ones). Scan trials first: refine trials need them."""
-    storage = study._storage
+    for t in _waiting(study, phase):
+        trial = _claim(study, t)
+        if trial is not None:
+            return trial
+    return None
+
+
+def _waiting(study: optuna.Study, phase: str | None) -> list[FrozenTrial]:
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     waiting = [t for t in waiting if phase is None or t.user_attrs.get("phase") == phase]
-    for t in sorted(waiting, key=lambda t: (t.user_attrs.get("phase") != "scan", t.number)):
-        try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, t._trial_id)
-        except RuntimeError:  # another worker claimed it first
-            continue
+    return sorted(waiting, key=lambda t: (t.user_attrs.get("phase") != "scan", t.number))
+
+
+def _claim(study: optuna.Study, t: FrozenTrial) -> optuna.Trial | None:
+    try:
+        if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+            return optuna.Trial(study, t._trial_id)
+    except RuntimeError:  # another worker claimed it first
+        pass
     return None
 
 

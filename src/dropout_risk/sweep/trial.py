@@ -250,7 +250,7 @@ def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) ->
                 run_trial(cfg, study, trial, parent_run_id, planned, log)
             n += 1
             continue
-        trials = claim_trials(study, population_size(cfg))
+        trials = claim_trials(study, lambda phase: population_size(cfg, phase))
         if not trials:
             return n
         with ExitStack() as beats:
@@ -260,12 +260,14 @@ def work(cfg: DictConfig, study: optuna.Study, parent_run_id: str, log=print) ->
         n += len(trials)
 
 
-def population_size(cfg: DictConfig) -> int:
-    """sweep.population_size, else the larger phase's planned trials split over the workers."""
+def population_size(cfg: DictConfig, phase: str | None = "scan") -> int:
+    """sweep.population_size, else the phase's planned trials split over the workers (so both
+    workers train refine trials too: 8 as 4 + 4 takes half the wall time of one population of 8)."""
     s = cfg.sweep
     if s.population_size is not None:
         return int(s.population_size)
-    return max(1, math.ceil(max(s.n_scan * s.seeds, s.n_refine) / max(s.n_workers, 1)))
+    planned = s.n_refine if phase == "refine" else s.n_scan * s.seeds
+    return max(1, math.ceil(planned / max(s.n_workers, 1)))
 
 
 def _heartbeat_support(study: optuna.Study):

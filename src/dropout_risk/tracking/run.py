@@ -103,9 +103,15 @@ class Run:
         if flush:
             self.flush()
 
-    def log_metric_series(self, key: str, values: Iterable[float], first_step: int = 1, flush: bool = True) -> None:
+    def log_metric_series(self, key: str, values: Iterable[float], first_step: int = 1, flush: bool = True,
+                          every: int = 1, last: bool = False) -> None:
+        """values[i] at step first_step + i; with `every` > 1 only step 1, every `every`-th step
+        and, with `last`, the series' last step."""
         ts = int(time.time() * 1000)
-        self._metrics.extend(Metric(key, float(v), ts, first_step + i) for i, v in enumerate(values))
+        values = list(values)
+        self._metrics.extend(Metric(key, float(v), ts, step) for step, v in enumerate(values, start=first_step)
+                             if every == 1 or step == 1 or step % every == 0
+                             or (last and step == first_step + len(values) - 1))
         if flush:
             self.flush()
 

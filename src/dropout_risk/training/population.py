@@ -9,7 +9,9 @@ momentum, Adam, AdamW: the update is linear in lr), and is the only optimiser ma
 
 Members are independent where it matters: the divergence guard, the pruner and early stopping
 each stop one member, whose parameters and optimiser state are frozen from then on (restored
-after every step) while the others train on; the fit ends when no member is live.
+after every step) while the others train on; the fit ends when no member is live. At the end of
+each epoch the stopped members are taken out of the stacked tensors (their weights kept aside),
+so they cost nothing after that: a third of a default scan diverges within its first steps.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ class PopulationBatches:
         self.x, self.y, self.batch_size = x, y, batch_size
         distinct = list(dict.fromkeys(seeds))
         self.generators = [torch.Generator().manual_seed(s) for s in distinct]
-        self.which = torch.tensor([distinct.index(s) for s in seeds])  # member -> its seed's row
-        self.k = len(seeds)
+        self.which_all = torch.tensor([distinct.index(s) for s in seeds])  # member -> its seed's row
+        self.keep(list(range(len(seeds))))
+
+    def keep(self, members: list[int]) -> None:
+        """From the next epoch on, batches hold only these members' rows (the others stopped)."""
+        self.which, self.k = self.which_all[members], len(members)
 
     def __len__(self) -> int:
         return (len(self.x) + self.batch_size - 1) // self.batch_size
@@ -110,8 +116,12 @@ class PopulationModule(pl.LightningModule):
         self.steps_taken = 0
         self.step_losses: list[torch.Tensor] = []  # [K] per step
         self.epoch_ends: list[int] = []  # steps_taken at the end of each epoch
-        self._frozen: torch.Tensor | None = None  # bool [K], once a member stopped
-        self._first: torch.Tensor | None = None  # each member's first step loss [K]
+        # Row r of the stacked tensors is member rows[r]; stopped members leave at an epoch's end.
+        self.rows: list[int] = list(range(len(members)))
+        self.final_states: dict[int, dict[str, torch.Tensor]] = {}  # weights of members taken out
+        self.batches: PopulationBatches | None = None  # told which rows to yield, when set
+        self._frozen: torch.Tensor | None = None  # bool [rows], once a member stopped this epoch
+        self._first: torch.Tensor | None = None  # each row's first step loss
         self._frozen_copy: dict[int, torch.Tensor] = {}  # id(tensor) -> its frozen values (all rows)
         self.val_y: np.ndarray | None = None
         self.val_tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # set before fit
@@ -124,8 +134,14 @@ class PopulationModule(pl.LightningModule):
 
     def _live_mask(self, device) -> torch.Tensor:
         if self._frozen is None:
-            return torch.ones(len(self.members), dtype=torch.bool, device=device)
+            return torch.ones(len(self.rows), dtype=torch.bool, device=device)
         return ~self._frozen
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights (its last trained state) under the names of a plain MLP's state_dict."""
+        if k in self.final_states:
+            return self.final_states[k]
+        return self.net.member_state_dict(self.rows.index(k))
 
     @property
     def live(self) -> list[int]:
@@ -133,6 +149,9 @@ class PopulationModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if x.shape[0] != len(self.rows):  # batches not told of the members taken out
+            index = torch.tensor(self.rows, device=x.device)
+            x, y = x.index_select(0, index), y.index_select(0, index)
         opt = self.optimizers(use_pl_optimizer=False)
         live = self._live_mask(x.device)
         if self.zero_grad_each_step:
@@ -141,8 +160,8 @@ class PopulationModule(pl.LightningModule):
         losses = self.loss_fn(logits, y)  # 2. loss per member [K]
         losses[live].sum().backward()  # 3. backward: member k's gradient is d(loss_k)/d(theta_k)
         if self.track_grad_norm:  # ||grad|| of each member's parameters
-            self.grad_norms.append(torch.stack([p.grad.pow(2).flatten(1).sum(1) for p in self.net.parameters()])
-                                   .sum(0).sqrt())
+            self.grad_norms.append(self._per_member(torch.stack([p.grad.pow(2).flatten(1).sum(1)
+                                                                 for p in self.net.parameters()]).sum(0).sqrt()))
         before = [p.detach().clone() for p in self.net.parameters()]
         opt.step()  # 4. step at lr = 1 ...
         with torch.no_grad():
@@ -153,9 +172,17 @@ class PopulationModule(pl.LightningModule):
         self.steps_taken += 1
         self._count_step()
         detached = losses.detach()
-        self.step_losses.append(detached)
+        self.step_losses.append(self._per_member(detached))
         self._guard(detached)
         return detached.sum()
+
+    def _per_member(self, values: torch.Tensor) -> torch.Tensor:
+        """[rows] -> [K], NaN for members taken out (their series ended at their last step)."""
+        if len(self.rows) == len(self.members):
+            return values
+        out = values.new_full((len(self.members),), math.nan)
+        out[torch.tensor(self.rows, device=values.device)] = values
+        return out
 
     def _count_step(self) -> None:
         """What Lightning's optimizer wrapper does around a step: keeps trainer.global_step true."""
@@ -176,9 +203,10 @@ class PopulationModule(pl.LightningModule):
         if not bool(bad.any()):  # the one device sync per step, as the plain guard's
             return
         values, first = losses.tolist(), self._first.tolist()
-        for k in torch.nonzero(bad).flatten().tolist():
+        for r in torch.nonzero(bad).flatten().tolist():
+            k = self.rows[r]
             m = self.members[k]
-            m.reason = divergence_reason(values[k], first[k] if math.isfinite(first[k]) else None,
+            m.reason = divergence_reason(values[r], first[r] if math.isfinite(first[r]) else None,
                                          self.guard_factor, self.steps_taken)
             m.diverged_at_step = self.steps_taken
             self._freeze(k, "diverged")
@@ -189,11 +217,12 @@ class PopulationModule(pl.LightningModule):
         self.members[k].steps = self.steps_taken
         opt = self.optimizers(use_pl_optimizer=False)
         if self._frozen is None:
-            self._frozen = torch.zeros(len(self.members), dtype=torch.bool, device=self.lrs.device)
-        self._frozen[k] = True
+            self._frozen = torch.zeros(len(self.rows), dtype=torch.bool, device=self.lrs.device)
+        r = self.rows.index(k)
+        self._frozen[r] = True
         for t in self._tensors(opt):
             copy = self._frozen_copy.setdefault(id(t), t.detach().clone())
-            copy[k] = t.detach()[k]
+            copy[r] = t.detach()[r]
         if not self.live and self._trainer is not None:
             self.trainer.should_stop = True
 
@@ -203,8 +232,35 @@ class PopulationModule(pl.LightningModule):
         for p in self.net.parameters():
             out.append(p)
             out.extend(v for v in opt.state.get(p, {}).values()
-                       if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(self.members))
+                       if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(self.rows))
         return out
+
+    @torch.no_grad()
+    def _compact(self) -> None:
+        """Take the stopped members out of the stacked parameters, gradients and optimiser state
+        (their weights kept in final_states); the live ones train on exactly as before."""
+        keep = [r for r, k in enumerate(self.rows) if self.members[k].status == "live"]
+        if not keep or len(keep) == len(self.rows):
+            return
+        for r, k in enumerate(self.rows):
+            if self.members[k].status != "live":
+                self.final_states[k] = self.net.member_state_dict(r)
+        index = torch.tensor(keep, device=self.lrs.device)
+        opt = self.optimizers(use_pl_optimizer=False)
+        for p in self.net.parameters():
+            state = opt.state.get(p, {})
+            for key, v in list(state.items()):
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(self.rows):
+                    state[key] = v.index_select(0, index)
+            p.data = p.data.index_select(0, index)
+            if p.grad is not None:  # kept: without zero_grad the live members' gradients add up on
+                p.grad = p.grad.index_select(0, index)
+        self.lrs = self.lrs.index_select(0, index)
+        self._first = self._first.index_select(0, index) if self._first is not None else None
+        self.rows = [self.rows[r] for r in keep]
+        self._frozen, self._frozen_copy = None, {}
+        if self.batches is not None:
+            self.batches.keep(self.rows)
 
     def _restore_frozen(self, opt: torch.optim.Optimizer) -> None:
         if self._frozen is None:
@@ -238,7 +294,7 @@ class PopulationModule(pl.LightningModule):
             value = row[VAL_LOG_LOSS]
             if math.isfinite(value) and value < m.best_value:  # strict: ties keep the earlier epoch
                 m.best_value, m.best_epoch = value, len(m.val_history)
-                m.best_state = self.net.member_state_dict(k)
+                m.best_state = self.net.member_state_dict(self.rows.index(k))
             if m.status != "live":
                 continue
             if self.early_stopping is not None:
@@ -254,6 +310,8 @@ class PopulationModule(pl.LightningModule):
                 self._freeze(k, "pruned")
         if not self.live and self._trainer is not None:
             self.trainer.should_stop = True
+        elif self._trainer is not None:
+            self._compact()
 
     @torch.no_grad()
     def validate_members(self, ks: list[int]) -> list[dict[str, float]]:
@@ -262,7 +320,7 @@ class PopulationModule(pl.LightningModule):
         x, y = x.to(self.device), y.to(self.device)
         was_training = self.training
         self.eval()
-        logits = self.net(x)[ks]
+        logits = self.net(x)[[self.rows.index(k) for k in ks]]
         self.train(was_training)
         losses = self.loss_fn(logits, y.expand_as(logits)).tolist()
         probs = torch.sigmoid(logits.double()).cpu().numpy()

@@ -20,8 +20,9 @@ class StepLossRecorder(pl.Callback):
     the UI) and at the end. A request per step, or even per epoch, costs more than training
     this MLP."""
 
-    def __init__(self, run: Run, flush_every_s: float = 10.0) -> None:
+    def __init__(self, run: Run, flush_every_s: float = 10.0, every_n_steps: int = 1) -> None:
         self.run = run
+        self.every = every_n_steps  # per-step series: step 1, every n-th and the last step only
         self.flush_every_s = flush_every_s
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
@@ -35,18 +36,26 @@ class StepLossRecorder(pl.Callback):
             self._last_flush = time.monotonic()
 
     def on_fit_end(self, trainer, pl_module) -> None:  # a diverged epoch may end early
-        self._record_epoch(trainer, pl_module)  # train() flushes after fit
+        if not self._record_epoch(trainer, pl_module, last=True) and self.losses:
+            # the series ended with an epoch recorded before: its last step, unless already logged
+            step = len(self.losses)
+            if self.every > 1 and step != 1 and step % self.every:
+                self.run.log_metrics({"train/loss": self.losses[-1]}, step=step)
+                if len(self.grad_norms) == step:
+                    self.run.log_metrics({"train/grad_norm": self.grad_norms[-1]}, step=step)
 
-    def _record_epoch(self, trainer, pl_module) -> None:
+    def _record_epoch(self, trainer, pl_module, last: bool = False) -> bool:
+        """Log the steps since the last call and the epoch's metrics; False when there were none."""
         first = len(self.losses)
         new = _floats(pl_module.step_losses[first:])
         if not new:
-            return
+            return False
         self.losses.extend(new)
-        self.run.log_metric_series("train/loss", new, first_step=first + 1, flush=False)
+        series = {"flush": False, "every": self.every, "last": last}
+        self.run.log_metric_series("train/loss", new, first_step=first + 1, **series)
         grads = _floats(pl_module.grad_norms[len(self.grad_norms):])
         if grads:
-            self.run.log_metric_series("train/grad_norm", grads, first_step=len(self.grad_norms) + 1, flush=False)
+            self.run.log_metric_series("train/grad_norm", grads, first_step=len(self.grad_norms) + 1, **series)
             self.grad_norms.extend(grads)
         for step, values in pl_module.mechanism_log[self._mechanism_done:]:
             self.run.log_metrics(values, step=step)
@@ -54,6 +63,7 @@ class StepLossRecorder(pl.Callback):
         epoch = trainer.current_epoch + 1
         val = pl_module.val_history[epoch - 1] if len(pl_module.val_history) >= epoch else None
         self.run.log_metrics(epoch_metrics(new, val), step=epoch)
+        return True
 
 
 def epoch_metrics(step_losses: list[float], val: dict[str, float] | None) -> dict[str, float]:

@@ -115,6 +115,10 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
             "test_y": dm.tensors["test"][1].numpy().astype(np.int8), "test_logit": test_logits.astype(np.float32)}
     if dm.data.p_true is not None:
         pred.update(val_p_true=dm.p_true("val").astype(np.float32), test_p_true=dm.p_true("test").astype(np.float32))
+    # every step's training loss (MLflow gets every tracking.step_metrics_every_n_steps-th)
+    pred.update(train_loss=np.asarray(fitted.train_loss, dtype=np.float32))
+    if fitted.grad_norms:
+        pred.update(train_grad_norm=np.asarray(fitted.grad_norms, dtype=np.float32))
     for b in baselines:  # so reports can draw the baselines beside the MLP without refitting them
         pred.update({f"{split}_p_baseline_{b.name}": b.p[split].astype(np.float32) for split in ("val", "test")})
     run.log_arrays(PREDICTIONS_ARTIFACT, **pred)

@@ -115,7 +115,7 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
     first_flow = (mechanism.flow_profile(mechanism.trace(module.net, module.loss_fn, *dm.tensors["train"]))
                   if cfg.mechanism.figure else None)
     guard = DivergenceGuard(cfg.guard.factor)
-    recorder = StepLossRecorder(run)
+    recorder = StepLossRecorder(run, every_n_steps=cfg.tracking.step_metrics_every_n_steps)
     best = BestEpoch()
     stopping = cfg.trainer.early_stopping
     stopper = [early_stopping(stopping.patience, stopping.min_delta)] if stopping.enabled else []

@@ -116,9 +116,9 @@ def _fit(cfg: DictConfig, dm: StudentDataModule, specs: list[MemberSpec]) -> tup
                          devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=cfg.trainer.progress_bar, limit_val_batches=0, num_sanity_val_steps=0)
-    x, y = dm.tensors["train"]
+    module.batches = PopulationBatches(*dm.tensors["train"], cfg.data.batch_size, [m.seed for m in members])
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=PopulationBatches(x, y, cfg.data.batch_size, [m.seed for m in members]))
+    trainer.fit(module, train_dataloaders=module.batches)
     if trainer.interrupted:
         raise KeyboardInterrupt
     return module, time.perf_counter() - t0
@@ -129,10 +129,10 @@ def _report_member(cfg: DictConfig, run: Run, dm: StudentDataModule, pop: Popula
                    grad_norms: torch.Tensor | None) -> RunResult:
     m = pop.members[k]
     losses, grads = ([] if s is None else s[: m.steps, k].tolist() for s in (step_losses, grad_norms))
-    _log_history(run, losses, grads, pop.epoch_ends, m.val_history)
+    _log_history(run, losses, grads, pop.epoch_ends, m.val_history, cfg.tracking.step_metrics_every_n_steps)
     module = DropoutRiskModule(dm.n_features, list(cfg.model.hidden), cfg.model.activation, cfg.loss.name,
                                pop.optimizer_factory)
-    module.net.load_state_dict(pop.net.member_state_dict(k))
+    module.net.load_state_dict(pop.member_state_dict(k))
     module.val_history, module.val_probs, module.steps_taken = m.val_history, m.val_probs, m.steps
     fitted = Fitted(module=module, outcome=OUTCOMES[m.status], diverged_at_step=m.diverged_at_step,
                     reason=m.reason, best_epoch=m.best_epoch, best_state=m.best_state,
@@ -143,12 +143,13 @@ def _report_member(cfg: DictConfig, run: Run, dm: StudentDataModule, pop: Popula
 
 
 def _log_history(run: Run, losses: list[float], grads: list[float], epoch_ends: list[int],
-                 val_history: list[dict[str, float]]) -> None:
-    """What StepLossRecorder logs for a plain run: train/loss (and train/grad_norm) per step, and per
-    epoch train/loss_epoch with the validation metrics; buffered, sent with the run's end."""
-    run.log_metric_series("train/loss", losses, first_step=1, flush=False)
+                 val_history: list[dict[str, float]], every: int = 1) -> None:
+    """What StepLossRecorder logs for a plain run: train/loss (and train/grad_norm) per step (step
+    1, every `every`-th and the last), and per epoch train/loss_epoch with the validation metrics;
+    buffered, sent with the run's end."""
+    run.log_metric_series("train/loss", losses, first_step=1, flush=False, every=every, last=True)
     if grads:
-        run.log_metric_series("train/grad_norm", grads, first_step=1, flush=False)
+        run.log_metric_series("train/grad_norm", grads, first_step=1, flush=False, every=every, last=True)
     start = 0
     for epoch, end in enumerate(epoch_ends, start=1):
         chunk = losses[start:end]

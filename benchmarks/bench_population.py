@@ -8,7 +8,8 @@ tracking, and peak memory against K.
    vs the same K trained one after another by the plain module (DropoutRiskModule, one Trainer
    each, what a sweep trial runs). Ratios from the same run.
 2. per member with tracking: train_population of K members into a fresh MLflow store (a sweep
-   trial's config: final diagram only, no baselines), total wall / K.
+   trial's config: final diagram only, no baselines or bootstrap intervals, every 5th step loss
+   to MLflow), total wall / K.
 3. memory: peak RSS during the fit of a population of each K (20 epochs; the peak is reset after
    imports and data via /proc/self/clear_refs), minus that of K = 1.
 """
@@ -96,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--memory", default="8,32,96")
+    ap.add_argument("--memory", default="8,32,96", help="population sizes for peak RSS; '' skips")
     ap.add_argument("--memory-child", type=int, default=None)
     args = ap.parse_args()
     if args.memory_child is not None:
@@ -120,7 +121,9 @@ def main() -> None:
           f"{args.k} plain fits {plain:.2f} s -> {plain / pop:.2f}x faster ({pop / args.k:.3f} s per member)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        tcfg = _cfg(f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"trainer.num_threads={args.threads}")
+        # what a sweep trial runs (sweep/trial.py): no per-trial baselines or bootstrap intervals
+        tcfg = _cfg(f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"trainer.num_threads={args.threads}",
+                    "baselines.n_resamples=0")
         specs = [MemberSpec(member_config(tcfg, float(lr), None, f"m{i}")) for i, lr in enumerate(lrs)]
         train_population(specs[:1])  # creates the store (its schema migration is not a member's cost)
         t0 = time.perf_counter()
@@ -131,7 +134,7 @@ def main() -> None:
           f"fit {fit:.2f} s, runs and reports {total - fit:.2f} s)")
 
     rss = {}
-    for k in [1, *map(int, args.memory.split(","))]:
+    for k in [1, *map(int, args.memory.split(","))] if args.memory else []:
         out = subprocess.run([sys.executable, __file__, "--memory-child", str(k)], capture_output=True, text=True,
                              check=True).stdout.strip().splitlines()[-1]
         rss[k] = json.loads(out)["maxrss_kib"] / 1024

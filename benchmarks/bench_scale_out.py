@@ -1,5 +1,5 @@
-"""Throughput of the same 16-trial sweep: local journal file vs PostgreSQL + MLflow tracking
-server, with 1 and 2 workers (issue 6). Needs PostgreSQL on 127.0.0.1:5432 (trust auth).
+"""Throughput of the same 40-trial sweep (12 lrs x 3 seeds + 4 refine, populations): local journal
+file vs PostgreSQL + MLflow tracking server, with 1 and 2 workers (issues 6 and 15). Needs PostgreSQL on 127.0.0.1:5432 (trust auth).
 
     .venv/bin/python benchmarks/bench_scale_out.py [--students 3000] [--epochs 5]
 
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PG = "postgresql://postgres@127.0.0.1:5432"
-N_TRIALS = 16
+N_TRIALS = 12 * 3 + 4  # sweep.seeds=3 (the default)
 
 
 def sql(statement: str) -> None:
@@ -109,7 +109,8 @@ def main() -> None:
                     time.sleep(1)
             remote = [*size, "tracking=server", f"tracking.uri={uri}", f"sweep.storage={PG}/{dbs[1]}"]
             results["PostgreSQL + tracking server, 1 worker"] = timed([sweep_args(remote, "p1")], tmp)
-            coordinator = sweep_args(remote, "p2")
+            # two separate commands: each must be told its share of a phase (else the first takes it all)
+            coordinator = [*sweep_args(remote, "p2"), "sweep.population_size=18"]
             results["PostgreSQL + tracking server, 2 processes (coordinator + role=worker)"] = timed(
                 [coordinator, [*coordinator, "sweep.role=worker"]], tmp,
                 before_second=lambda: wait_for_study(f"{PG}/{dbs[1]}", "p2"))

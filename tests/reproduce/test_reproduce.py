@@ -10,6 +10,7 @@ import pytest
 import yaml
 from helpers import CONF, TINY, run_pipeline
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from dropout_risk.config.saved import load_config_text
 from dropout_risk.errors import ReproduceError
@@ -208,6 +209,28 @@ def test_config_files_failing_the_schema_are_refused(original_config, edit, need
     with pytest.raises(ReproduceError, match=re.escape(needle)) as info:
         load_config_text(_config_with(original_config, edit), "config file x.yaml")
     assert "\n" not in str(info.value) and str(info.value).startswith("config file x.yaml")
+
+
+def test_a_config_saved_before_a_key_was_added_loads_with_what_it_meant_then(original_config):
+    """config/schema.py ADDED_KEYS: keys added since schema_version 1 are filled in for older
+    saved configs with the behaviour they had (here: every step's loss to MLflow)."""
+    from dropout_risk.config.schema import ADDED_KEYS
+
+    def drop_added(d):
+        for key in ADDED_KEYS:
+            *sections, leaf = key.split(".")
+            node = d
+            for part in sections:
+                node = node.get(part, {})
+            node.pop(leaf, None)
+
+    old = load_config_text(_config_with(original_config, drop_added), "config file old.yaml")
+    assert old.tracking.step_metrics_every_n_steps == 1
+    for key, value in ADDED_KEYS.items():
+        assert OmegaConf.select(old, key) == value
+    changed = load_config_text(_config_with(original_config, lambda d: d["tracking"].update(
+        step_metrics_every_n_steps=7)), "config file new.yaml")
+    assert changed.tracking.step_metrics_every_n_steps == 7  # a saved value is never overwritten
 
 
 def test_bad_requests_are_one_line_and_leave_no_run(original, original_config, client, store, tmp_path):

@@ -18,7 +18,13 @@ from optuna.trial import TrialState
 from dropout_risk.sweep.run import run_sweep
 from dropout_risk.sweep.space import lr_grid, lr_range
 from dropout_risk.sweep.storage import make_storage
-from dropout_risk.sweep.study import claim_trial, claim_trials, effective_trials, open_study, recover_dead_trials
+from dropout_risk.sweep.study import (
+    claim_trial,
+    claim_trials,
+    effective_trials,
+    open_study,
+    recover_dead_trials,
+)
 from dropout_risk.sweep.trial import population_size, run_trial, work
 from dropout_risk.sweep.workers import start_local_workers, stop_workers
 from dropout_risk.tracking.run import Run

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dropout_risk.tracking.names import CONVERGED
+
 
 def observed_boundary(summary: pd.DataFrame) -> tuple[float | None, float | None]:
     """The observed divergence boundary of a learning-rate scan: (largest converged lr, smallest diverged lr).
@@ -21,7 +23,7 @@ def observed_boundary(summary: pd.DataFrame) -> tuple[float | None, float | None
     lr = rows["lr"].to_numpy(dtype=np.float64)
     outcome = rows["outcome"].astype(str).to_numpy()
     diverged = lr[outcome == "diverged"]
-    converged = lr[outcome == "converged"]
+    converged = lr[np.isin(outcome, CONVERGED)]
     hi = float(diverged.min()) if diverged.size else None
     if hi is not None:
         converged = converged[converged < hi]
@@ -29,7 +31,7 @@ def observed_boundary(summary: pd.DataFrame) -> tuple[float | None, float | None
     return lo, hi
 
 
-FINISHED = ("converged", "diverged", "pruned")  # outcomes that say whether a seed diverged; failed ones do not
+FINISHED = (*CONVERGED, "diverged", "pruned")  # outcomes that say whether a seed diverged; failed ones do not
 SPREAD_METRICS = ("train_loss", "val_loss", "auroc", "ece")
 
 

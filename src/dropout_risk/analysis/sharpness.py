@@ -383,11 +383,7 @@ def gd_threshold(lmax: float) -> float:
     plain-GD reference.
     """
     lmax = float(lmax)
-    if math.isnan(lmax):
-        return math.nan
-    if lmax <= 0:
-        return math.inf
-    return 2.0 / lmax
+    return math.nan if math.isnan(lmax) else (math.inf if lmax <= 0 else 2.0 / lmax)
 
 
 def gd_lr_threshold(lr: float) -> float:

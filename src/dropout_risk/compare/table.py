@@ -13,6 +13,7 @@ import pandas as pd
 
 from dropout_risk.compare.fetch import RunRecord
 from dropout_risk.format import fmt
+from dropout_risk.tracking.names import CONVERGED
 
 _FIRST_METRICS = ("loss", "log_loss", "auroc", "auprc", "brier", "ece", "ece_adaptive", "mce", "accuracy")
 
@@ -154,5 +155,5 @@ def panel_title(rec: RunRecord, keys: Sequence[str]) -> str:
     params = [f"{short[k]}={_short_value(rec.params[k])}" for k in keys if k in rec.params]
     lines = [name, *_wrap(params, 40, 2)]
     lines.append(f"ECE {fmt(rec.metrics.get('val/ece'), 3, missing='n/a')} · AUROC {fmt(rec.metrics.get('val/auroc'), 3, missing='n/a')}"
-                 + (f" · {rec.outcome}" if rec.outcome and rec.outcome != "converged" else ""))
+                 + (f" · {rec.outcome}" if rec.outcome and rec.outcome not in CONVERGED else ""))
     return "\n".join(lines)

@@ -23,6 +23,16 @@ from omegaconf import MISSING
 # Bumped when a key is renamed or removed; a config written by a newer schema is refused.
 SCHEMA_VERSION = 1
 
+# Keys added since: a saved config without one meant this value (config/saved.py fills it in).
+ADDED_KEYS: dict[str, object] = {
+    "tracking.step_metrics_every_n_steps": 1,
+    "stability.every_n_steps": 0,
+    "stability.eval_rows": 256,
+    "stability.iters": 20,
+    "stability.iters_per_estimate": 2,
+    "stability.catapult_margin": 0.5,
+}
+
 
 # model.activation choices (dropout_risk.model.mlp maps them to torch.nn classes).
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu")
@@ -130,6 +140,17 @@ class MechanismConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """Sharpness during training (analysis/sharpness.py) and the catapult outcome."""
+
+    every_n_steps: int = MISSING  # estimate lambda_max every N steps; 0: off
+    eval_rows: int = MISSING  # the fixed evaluation batch: the first N training rows
+    iters: int = MISSING  # products of the first estimate
+    iters_per_estimate: int = MISSING  # products of each later (warm-started) estimate
+    catapult_margin: float = MISSING  # rose above (1 + margin) x the first loss, then came back: catapult
+
+
+@dataclass
 class PitfallConfig:
     """Set by the presets conf/experiment/pitfall_*.yaml (dropout_risk.pitfalls)."""
 
@@ -186,6 +207,7 @@ class SweepConfig:
     lr_max: float | None = None
     n_refine: int = 8
     n_workers: int = 1
+    lr_over_gd_threshold: list[float] = field(default_factory=list)  # scan lrs = these x 2/lambda_max(0)
     seeds: int = 3  # every scanned lr is trained with this many seeds (initialisation and data order)
     population: bool = True  # train claimed trials together as one population (training/population.py)
     population_size: int | None = None  # most members per population; None: a phase's trials / n_workers
@@ -207,6 +229,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     mechanism: MechanismConfig = field(default_factory=MechanismConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
     pitfall: PitfallConfig = field(default_factory=PitfallConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)

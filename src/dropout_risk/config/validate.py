@@ -24,6 +24,9 @@ def check_pipeline(cfg: DictConfig, pipeline: str) -> None:
     if p.name and p.pipeline != pipeline:
         raise ConfigError(f"experiment=pitfall_{p.name} is a {p.pipeline} preset: run "
                           f"python pipelines/{p.pipeline}.py experiment=pitfall_{p.name}")
+    if pipeline == "train" and cfg.get("sweep") is not None and list(cfg.sweep.lr_over_gd_threshold):
+        raise ConfigError("sweep.lr_over_gd_threshold scans learning rates (experiment=edge_of_stability): run "
+                          "python pipelines/sweep.py with it")
 
 
 def _dataclass_in(hint: Any) -> type | None:
@@ -104,6 +107,13 @@ def validate(cfg: DictConfig) -> None:
          f"mechanism.every_n_steps={cfg.mechanism.every_n_steps} must be >= 0 (0 turns the mechanism metrics off)")
     need(cfg.tracking.reliability_every_n_epochs >= 1, "tracking.reliability_every_n_epochs must be >= 1")
     need(cfg.tracking.step_metrics_every_n_steps >= 1, "tracking.step_metrics_every_n_steps must be >= 1")
+    st = cfg.stability
+    need(st.every_n_steps >= 0, f"stability.every_n_steps={st.every_n_steps} must be >= 0 (0 turns sharpness off)")
+    need(st.eval_rows >= 1, f"stability.eval_rows={st.eval_rows} must be >= 1")
+    need(st.iters >= 1 and st.iters_per_estimate >= 1,
+         "stability.iters and stability.iters_per_estimate must be >= 1 (Hessian-vector products per estimate)")
+    # (a margin >= guard.factor - 1 is allowed but never fires: the guard stops such a rise first)
+    need(st.catapult_margin > 0, f"stability.catapult_margin={st.catapult_margin} must be > 0, e.g. 0.5")
     need(m.activation in ACTIVATION_NAMES,
          f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATION_NAMES)}")
     es = t.early_stopping

@@ -9,6 +9,7 @@ import numpy as np
 
 from dropout_risk.format import sig
 from dropout_risk.pitfalls.result import PitfallResult, best_val_epoch
+from dropout_risk.tracking.names import CONVERGED
 from dropout_risk.training.train import RunResult
 
 KEY_METRICS = ("val/log_loss", "val/auroc", "val/ece", "val/brier", "val/log_loss_calibrated", "val/ece_calibrated",
@@ -107,7 +108,7 @@ def explain_lr_divergence(sweep_result, bad, good, scan, bad_losses: Sequence[fl
     """`bad`, `good`: summary rows of the diverged and converged trials; `bad_losses`: the diverged
     trial's training loss per step."""
     n_div = int((scan.outcome == "diverged").sum())
-    n_conv = int((scan.outcome == "converged").sum())
+    n_conv = int(scan.outcome.isin(CONVERGED).sum())
     lines = [
         f"Scanned {len(scan)} learning rates from {sig(scan.lr.min())} to {sig(scan.lr.max())}: {n_conv} converged, "
         f"{n_div} diverged.",
@@ -117,7 +118,7 @@ def explain_lr_divergence(sweep_result, bad, good, scan, bad_losses: Sequence[fl
     steps = ", ".join(sig(v) for v in bad_losses[:6]) + (", ..." if len(bad_losses) > 6 else "")
     lines.append(f"The smallest that diverged, lr = {sig(bad.lr)}, was stopped by the guard at step "
                  f"{int(bad.diverged_at_step)}; its training loss per step: {steps}.")
-    converged = scan[scan.outcome == "converged"]
+    converged = scan[scan.outcome.isin(CONVERGED)]
     best = converged.loc[converged.val_loss.idxmin()] if converged.val_loss.notna().any() else None
     if best is not None and best.lr != good.lr:
         lines.append(f"The best scanned rate was lr = {sig(best.lr)} (validation log loss {sig(best.val_loss)}): the "

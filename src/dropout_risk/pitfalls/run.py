@@ -24,7 +24,14 @@ from dropout_risk.compare.run import compare
 from dropout_risk.errors import ConfigError
 from dropout_risk.pitfalls.explain import EXPLAIN, explain_generic, explain_lr_divergence
 from dropout_risk.pitfalls.result import PitfallResult, best_val_epoch
-from dropout_risk.tracking.names import TAG_PITFALL, TAG_PITFALL_ROLE, TRAIN_LOSS, VAL_LOG_LOSS, run_name
+from dropout_risk.tracking.names import (
+    CONVERGED,
+    TAG_PITFALL,
+    TAG_PITFALL_ROLE,
+    TRAIN_LOSS,
+    VAL_LOG_LOSS,
+    run_name,
+)
 from dropout_risk.tracking.store import client
 from dropout_risk.training.train import RunResult, train
 
@@ -79,7 +86,7 @@ def run_sweep_pitfall(cfg: DictConfig, sweep_result, out_dir: str | Path | None 
         raise ConfigError(f"pitfall {cfg.pitfall.name}: no scanned learning rate diverged; widen the range, "
                           "e.g. sweep.lr_max=1000")
     bad = diverged.iloc[0]
-    below = scan[(scan.outcome == "converged") & (scan.lr < bad.lr)]
+    below = scan[scan.outcome.isin(CONVERGED) & (scan.lr < bad.lr)]
     if below.empty:
         raise ConfigError(f"pitfall {cfg.pitfall.name}: no learning rate below {bad.lr:.3g} converged; lower the "
                           "range, e.g. sweep.lr_min=1e-4")

@@ -21,8 +21,9 @@ from dropout_risk.plots.reliability import (
     _VAL_COLOR,
     DPI,
 )
+from dropout_risk.tracking.names import CONVERGED, OUTCOMES
 
-_OUTCOMES = ("converged", "diverged", "pruned", "failed")
+_OUTCOMES = OUTCOMES
 
 
 _TOP_ROW = 0.94  # axes-fraction height of the row of diverged / failed markers
@@ -207,7 +208,7 @@ def divergence_chart(
     fig.text(
         left / width,
         1 - 0.52 / height,
-        f"{len(frame)} trial{'s' if len(frame) != 1 else ''}: " + ", ".join(f"{counts[k]} {k}" for k in _OUTCOMES)
+        f"{len(frame)} trial{'s' if len(frame) != 1 else ''}: " + ", ".join(f"{counts[k]} {k}" for k in _OUTCOMES if counts[k] or k != "catapult")
         + (f" ({len(per)} scanned lrs × up to {int(per.n_seeds.max())} seeds)" if seeded else ""),
         fontsize=9,
         color="0.3",
@@ -242,7 +243,7 @@ def divergence_chart(
     ax_loss.set_xlim(10**x_lo, 10**x_hi)
 
     # --- top panel: losses --------------------------------------------------------------------
-    has_result = (outcome == "converged") | (outcome == "pruned")
+    has_result = np.isin(outcome, CONVERGED) | (outcome == "pruned")
     refs = np.array([v for v in (references or {}).values() if v is not None], dtype=np.float64)
     losses = np.concatenate([train_loss[has_result], val_loss[has_result], refs if has_result.any() else []])
     losses = losses[np.isfinite(losses) & (losses > 0)]
@@ -257,8 +258,8 @@ def divergence_chart(
             0.5, 0.45, "no trial converged: no losses to show", ha="center", va="center",
             color="0.3", transform=ax_loss.transAxes,
         )
-    scan_ok = (outcome == "converged") & (phase != "refine")
-    refine_ok = (outcome == "converged") & (phase == "refine")
+    scan_ok = np.isin(outcome, CONVERGED) & (phase != "refine")
+    refine_ok = np.isin(outcome, CONVERGED) & (phase == "refine")
     pruned = outcome == "pruned"
     order = np.argsort(lr[scan_ok], kind="stable")
     if seeded:

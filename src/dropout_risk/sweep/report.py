@@ -15,6 +15,7 @@ from dropout_risk.tracking.names import (
     DIVERGENCE_ARTIFACT,
     DIVERGENCE_IMAGE_KEY,
     GRID_ARTIFACT,
+    OUTCOMES,
     RELIABILITY_ARTIFACT,
     SUMMARY_ARTIFACT,
     TAG_BEST_RUN_ID,
@@ -79,7 +80,7 @@ def sharpness_at_init(cfg: DictConfig) -> float:
 
 
 def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | None = None,
-           y: dict | None = None) -> SweepResult:
+           y: dict | None = None, log=print) -> SweepResult:
     """Divergence chart, reliability grid, summary and per-lr CSVs, and boundary metrics (per trial
     and across seeds) on the parent run; with `baselines` (fitted on the sweep's split, labels `y`),
     the best trial's verdict."""
@@ -105,11 +106,15 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     run.log_text(frame.to_csv(index=False), SUMMARY_ARTIFACT)
     per = per_lr(frame)
     run.log_text(per.to_csv(index=False), PER_LR_ARTIFACT)
+    from dropout_risk.sweep.atlas import log_atlas
+
+    for line in log_atlas(cfg, run, frame, lam):  # the stability atlas: losses and sharpness against theory
+        log(line)
 
     completed = [t for t in effective_trials(study) if t.state == TrialState.COMPLETE]
     best = min(completed, key=lambda t: t.value) if completed else None
     metrics = {"n_trials": len(frame), **{f"n_{o}": int((frame.outcome == o).sum())
-                                          for o in ("converged", "diverged", "pruned", "failed")}}
+                                          for o in OUTCOMES}}
     if lam is not None:
         metrics.update(sharpness_init=lam, gd_threshold=threshold)
     if boundary[0] is not None:

@@ -69,7 +69,9 @@ def run_sweep(cfg: DictConfig, overrides: list[str] | None = None, log=print,
 def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
                 on_imported: Callable[[], None] | None = None) -> SweepResult | None:
     s = cfg.sweep
-    study, created = open_study(cfg, create=s.role in ("auto", "coordinator"))
+    # a scan at multiples of 2/lambda_max(0) needs lambda_max(0) before its trials exist
+    lam0 = sharpness_at_init(cfg) if s.lr_over_gd_threshold and s.role in ("auto", "coordinator") else None
+    study, created = open_study(cfg, create=s.role in ("auto", "coordinator"), lam0=lam0)
     parent_id = study.user_attrs.get("parent_run_id")
     if s.role == "worker":
         if not parent_id:
@@ -109,7 +111,7 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
             wcfg = copy.deepcopy(cfg)
             wcfg.trainer.num_threads = n_threads
             _wait_until_finished(wcfg, study, run.run_id, log)
-        result = report(cfg, study, run, baselines, y)
+        result = report(cfg, study, run, baselines, y, log=log)
         run.end("FINISHED")
         return result
 

@@ -31,7 +31,10 @@ def validate_sweep(cfg: DictConfig) -> None:
     if not lo < hi:
         raise SweepError(f"sweep.lr_min={lo} >= sweep.lr_max={hi}: the range is empty or inverted; "
                          "pass e.g. sweep.lr_min=1e-3 sweep.lr_max=100")
-    if s.n_scan < 2:
+    if any(not m > 0 for m in s.lr_over_gd_threshold):
+        raise SweepError(f"sweep.lr_over_gd_threshold={list(s.lr_over_gd_threshold)}: multiples of 2/lambda_max(0) "
+                         "must be > 0, e.g. [1.5,2,3,4]")
+    if s.n_scan < 2 and not s.lr_over_gd_threshold:
         raise SweepError(f"sweep.n_scan={s.n_scan}: a scan needs at least 2 learning rates, e.g. sweep.n_scan=24")
     if s.n_refine < 0 or s.n_workers < 1:
         raise SweepError("sweep.n_refine must be >= 0 and sweep.n_workers >= 1")
@@ -81,6 +84,18 @@ def search_space(cfg: DictConfig) -> dict[str, tuple[float, float]]:
 
 def lr_grid(lo: float, hi: float, n: int) -> list[float]:
     return [float(f"{v:.6g}") for v in np.geomspace(lo, hi, n)]
+
+
+def scan_lrs(cfg: DictConfig, lam0: float | None = None) -> list[float]:
+    """The scan's learning rates: sweep.lr_over_gd_threshold x 2/lambda_max(0) when given (`lam0`
+    measured), else n_scan log-spaced over the range."""
+    multiples = list(cfg.sweep.lr_over_gd_threshold)
+    if multiples:
+        if lam0 is None or not lam0 > 0:
+            raise SweepError(f"sweep.lr_over_gd_threshold needs lambda_max(0) > 0 at initialisation, measured {lam0}; "
+                             "scan a range instead (sweep.lr_over_gd_threshold=[])")
+        return [float(f"{m * 2 / lam0:.6g}") for m in sorted(multiples)]
+    return lr_grid(*lr_range(cfg), cfg.sweep.n_scan)
 
 
 def trial_space(cfg: DictConfig) -> dict:

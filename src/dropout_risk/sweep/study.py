@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropout_risk.errors import SweepError
 from dropout_risk.sweep.retry import enqueue_retry
-from dropout_risk.sweep.space import default_study_name, lr_grid, lr_range, trial_space
+from dropout_risk.sweep.space import default_study_name, scan_lrs, trial_space
 from dropout_risk.sweep.storage import make_storage, redact
 from dropout_risk.tracking.names import TAG_ERROR, TAG_OUTCOME, TAG_TRIAL
 from dropout_risk.tracking.process import start_ticks
@@ -22,9 +22,10 @@ from dropout_risk.tracking.store import client
 RETRYABLE = ("interrupted", "worker_died")
 
 
-def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
+def open_study(cfg: DictConfig, create: bool, lam0: float | None = None) -> tuple[optuna.Study, bool]:
     """Create the study (enqueue every planned trial once) or load it and check that it is the
-    same sweep. Returns (study, created)."""
+    same sweep. Returns (study, created). `lam0`: lambda_max at initialisation, when measured
+    before (sweep.lr_over_gd_threshold scans multiples of 2/lam0)."""
     s = cfg.sweep
     storage = make_storage(s.storage, s.heartbeat_s)
     name = s.study or default_study_name(cfg)
@@ -39,11 +40,13 @@ def open_study(cfg: DictConfig, create: bool) -> tuple[optuna.Study, bool]:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="minimize", load_if_exists=True)
         if "space" not in study.user_attrs:
+            lrs = scan_lrs(cfg, lam0)
             study.set_user_attr("space", space)
-            study.set_user_attr("planned", s.n_scan * s.seeds + s.n_refine)
+            study.set_user_attr("planned", len(lrs) * s.seeds + s.n_refine)
             study.set_user_attr("created", time.time())
-            lo, hi = lr_range(cfg)
-            for lr in lr_grid(lo, hi, s.n_scan):
+            if lam0 is not None:
+                study.set_user_attr("sharpness_init", lam0)
+            for lr in lrs:
                 for j in range(s.seeds):  # seed cfg.seed + j: initialisation and data order
                     study.enqueue_trial({"lr": lr}, user_attrs={"phase": "scan", "lr_planned": lr, "seed": cfg.seed + j})
             for _ in range(s.n_refine):

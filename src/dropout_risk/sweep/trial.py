@@ -19,6 +19,7 @@ from dropout_risk.format import fmt
 from dropout_risk.sweep.space import lr_range, search_space
 from dropout_risk.sweep.study import claim_trial, claim_trials, effective_trials, recover_dead_trials
 from dropout_risk.tracking.names import (
+    CONVERGED,
     TAG_PHASE,
     TAG_STUDY,
     TAG_SWEEP_ID,
@@ -43,7 +44,7 @@ def stable_range(trials: list[optuna.trial.FrozenTrial]) -> tuple[float, float] 
     scan = [t for t in trials if t.user_attrs.get("phase") == "scan" and "lr" in t.params]
     diverged = [t.params["lr"] for t in scan if t.user_attrs.get("outcome") == "diverged"]
     limit = min(diverged) if diverged else math.inf
-    converged = [t for t in scan if t.user_attrs.get("outcome") == "converged" and t.params["lr"] < limit]
+    converged = [t for t in scan if t.user_attrs.get("outcome") in CONVERGED and t.params["lr"] < limit]
     learned = [t for t in converged if (t.user_attrs.get("val_loss") or math.inf) < t.user_attrs.get("val_loss_prior", 0)]
     ok = sorted(t.params["lr"] for t in (learned or converged))
     if not ok:
@@ -205,7 +206,7 @@ def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, dura
         return
     m = result.metrics
     attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(duration_s, 3),
-             "diverged_at_step": result.diverged_at_step,
+             "diverged_at_step": result.diverged_at_step, "catapult_step": result.catapult_step,
              "train_loss": _finite_or_none(m.get(TRAIN_LOSS_EPOCH, _last_finite(result.train_loss))),
              "val_loss": _finite_or_none(m.get(VAL_LOG_LOSS)), "auroc": _finite_or_none(m.get("val/auroc")),
              "ece": _finite_or_none(m.get("val/ece")), "brier": _finite_or_none(m.get("val/brier")),
@@ -216,7 +217,7 @@ def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, dura
         attrs["train_loss"] = _finite_or_none(float(np.mean(result.train_loss[-per_epoch:])))
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    if result.outcome == "converged" and attrs["val_loss"] is not None:
+    if result.outcome in CONVERGED and attrs["val_loss"] is not None:
         study.tell(trial, attrs["val_loss"])
     elif result.outcome == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
@@ -266,7 +267,7 @@ def population_size(cfg: DictConfig, phase: str | None = "scan") -> int:
     s = cfg.sweep
     if s.population_size is not None:
         return int(s.population_size)
-    planned = s.n_refine if phase == "refine" else s.n_scan * s.seeds
+    planned = s.n_refine if phase == "refine" else (len(s.lr_over_gd_threshold) or s.n_scan) * s.seeds
     return max(1, math.ceil(planned / max(s.n_workers, 1)))
 
 

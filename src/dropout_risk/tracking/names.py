@@ -27,8 +27,13 @@ SUMMARY_ARTIFACT = "sweep_summary.csv"
 REPORT_ARTIFACT = "reproduction/report.txt"
 
 # --- run tags -------------------------------------------------------------------------------------
-TAG_OUTCOME = "outcome"  # converged | diverged | pruned | failed
+TAG_OUTCOME = "outcome"  # converged | catapult | diverged | pruned | failed
 TAG_DIVERGED_AT_STEP = "diverged_at_step"
+TAG_CATAPULT_STEP = "catapult_step"  # a catapult run: the step of its loss peak
+# A catapult run's loss rose well above its start and came back (Lewkowycz et al. 2020): it
+# converged, and counts as converged wherever a count needs one.
+CONVERGED = ("converged", "catapult")
+OUTCOMES = ("converged", "catapult", "diverged", "pruned", "failed")
 TAG_ERROR = "error"
 TAG_WEIGHTS = "weights_sha256"
 TAG_DATA_FINGERPRINT = "data_fingerprint"

@@ -120,6 +120,7 @@ class PopulationModule(pl.LightningModule):
         self.rows: list[int] = list(range(len(members)))
         self.final_states: dict[int, dict[str, torch.Tensor]] = {}  # weights of members taken out
         self.batches: PopulationBatches | None = None  # told which rows to yield, when set
+        self.stability = None  # training.stability.MemberSharpness, when stability.every_n_steps
         self._frozen: torch.Tensor | None = None  # bool [rows], once a member stopped this epoch
         self._first: torch.Tensor | None = None  # each row's first step loss
         self._frozen_copy: dict[int, torch.Tensor] = {}  # id(tensor) -> its frozen values (all rows)
@@ -174,6 +175,8 @@ class PopulationModule(pl.LightningModule):
         detached = losses.detach()
         self.step_losses.append(self._per_member(detached))
         self._guard(detached)
+        if self.stability is not None and self.stability.due(self.steps_taken):
+            self.stability.estimate(self, self.rows, self._live_mask(detached.device))
         return detached.sum()
 
     def _per_member(self, values: torch.Tensor) -> torch.Tensor:
@@ -259,6 +262,8 @@ class PopulationModule(pl.LightningModule):
         self._first = self._first.index_select(0, index) if self._first is not None else None
         self.rows = [self.rows[r] for r in keep]
         self._frozen, self._frozen_copy = None, {}
+        if self.stability is not None:
+            self.stability.keep(index)
         if self.batches is not None:
             self.batches.keep(self.rows)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dropout_risk.analysis.catapult import catapult
 from dropout_risk.analysis.metrics import bayes_metrics
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.baselines import BASELINE_LABELS, Baseline
@@ -17,6 +18,7 @@ from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.tracking.names import (
     MODEL_ARTIFACT,
     PREDICTIONS_ARTIFACT,
+    TAG_CATAPULT_STEP,
     TAG_DIVERGED_AT_STEP,
     TAG_OUTCOME,
     TAG_WEIGHTS,
@@ -33,7 +35,7 @@ class RunResult:
     run_id: str
     run_name: str
     experiment_id: str
-    outcome: str  # converged | diverged | pruned
+    outcome: str  # converged | catapult | diverged | pruned
     diverged_at_step: int | None
     metrics: dict[str, float]  # final val/*, test/*, bayes/*, time/*
     val_history: list[dict[str, float]] = field(default_factory=list)
@@ -43,6 +45,7 @@ class RunResult:
     baselines: list[str] = field(default_factory=list)  # names, in the order of the config
     verdict: str | None = None  # one line: the MLP minus the best baseline on test, with its interval
     n_students: int = 0  # rows of the data set (all splits)
+    catapult_step: int | None = None  # outcome catapult: the step of the loss peak
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Fitted:
     train_loss: list[float]
     grad_norms: list[float] = field(default_factory=list)
     extra_metrics: dict[str, float] = field(default_factory=dict)  # e.g. a population's size and fit time
+    stability: object = None  # training.stability.SharpnessSeries, when stability.every_n_steps
 
 
 def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict, fitted: Fitted,
@@ -68,6 +72,11 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
     # A diverged run keeps its diverged state: the divergence chart is about that state.
     module, outcome = fitted.module, fitted.outcome
     diverged = outcome == "diverged"
+    # A converged run whose loss rose well above its start and came back is a catapult (it converged).
+    jump = (catapult(fitted.train_loss, margin=cfg.stability.catapult_margin)
+            if outcome == "converged" and fitted.train_loss and fitted.train_loss[0] > 0 else None)
+    if jump is not None:
+        outcome = "catapult"
     module.cpu().eval()
     trained = len(module.val_history)
     restore = cfg.trainer.early_stopping.enabled and not diverged and fitted.best_state is not None
@@ -101,6 +110,9 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
     if cfg.calibration.method == "temperature" and np.all(np.isfinite(val_logits)):
         metrics.update(temperature_scaling(run, dm, name, val_logits, test_logits, cfg.calibration.figure))
     run.log_metrics(metrics, step=trained)  # sent with the run's end: one batch
+    if fitted.stability is not None:
+        for step, row in fitted.stability.metrics():
+            run.log_metrics(row, step=step)
 
     t1 = time.perf_counter()
     verdict = (f"diverged at step {fitted.diverged_at_step}" if diverged
@@ -117,6 +129,8 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
         pred.update(val_p_true=dm.p_true("val").astype(np.float32), test_p_true=dm.p_true("test").astype(np.float32))
     # every step's training loss (MLflow gets every tracking.step_metrics_every_n_steps-th)
     pred.update(train_loss=np.asarray(fitted.train_loss, dtype=np.float32))
+    if fitted.stability is not None:
+        pred.update(fitted.stability.arrays())
     if fitted.grad_norms:
         pred.update(train_grad_norm=np.asarray(fitted.grad_norms, dtype=np.float32))
     for b in baselines:  # so reports can draw the baselines beside the MLP without refitting them
@@ -129,7 +143,8 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
     run.set_tags({TAG_OUTCOME: outcome, TAG_WEIGHTS: digest,
                   **({"best_baseline": versus.baseline} if versus else {}),
                   **({TAG_DIVERGED_AT_STEP: str(fitted.diverged_at_step), "diverged_reason": fitted.reason}
-                     if diverged else {})})
+                     if diverged else {}),
+                  **({TAG_CATAPULT_STEP: str(jump.peak_step)} if jump else {})})
     run.log_metrics({"time/report_s": time.perf_counter() - t1}, step=0)
     run.end("FINISHED")
     return RunResult(
@@ -137,5 +152,5 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
         diverged_at_step=fitted.diverged_at_step if diverged else None, metrics=metrics,
         val_history=module.val_history, train_loss=fitted.train_loss, grad_norms=fitted.grad_norms,
         weights_sha256=digest, baselines=[b.name for b in baselines], verdict=versus.line() if versus else None,
-        n_students=len(dm.data.y),
+        n_students=len(dm.data.y), catapult_step=jump.peak_step if jump else None,
     )

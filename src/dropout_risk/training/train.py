@@ -36,6 +36,7 @@ from dropout_risk.training.best import BestEpoch, early_stopping
 from dropout_risk.training.guard import DivergenceGuard
 from dropout_risk.training.recorder import StepLossRecorder
 from dropout_risk.training.report import Fitted, RunResult, report_model
+from dropout_risk.training.stability import SharpnessMonitor, eval_batch
 from dropout_risk.training.validation import EpochValidation
 
 
@@ -114,6 +115,9 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
     # The backprop-flow figure compares the network before the first step with the trained one.
     first_flow = (mechanism.flow_profile(mechanism.trace(module.net, module.loss_fn, *dm.tensors["train"]))
                   if cfg.mechanism.figure else None)
+    st = cfg.stability
+    monitor = (SharpnessMonitor(*eval_batch(*dm.tensors["train"], st.eval_rows), st.every_n_steps, st.iters,
+                                st.iters_per_estimate, float(cfg.optim.lr)) if st.every_n_steps else None)
     guard = DivergenceGuard(cfg.guard.factor)
     recorder = StepLossRecorder(run, every_n_steps=cfg.tracking.step_metrics_every_n_steps)
     best = BestEpoch()
@@ -125,8 +129,8 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
         devices=cfg.trainer.devices,
         deterministic=cfg.trainer.deterministic,
         # validation first: the others read its result in the same hook
-        callbacks=[EpochValidation(*dm.tensors["val"]), *([guard] if cfg.guard.enabled else []), recorder, *callbacks,
-                   best, *stopper],
+        callbacks=[EpochValidation(*dm.tensors["val"]), *([monitor] if monitor else []),
+                   *([guard] if cfg.guard.enabled else []), recorder, *callbacks, best, *stopper],
         limit_val_batches=0,  # EpochValidation validates (training/validation.py says why)
         logger=False,
         enable_checkpointing=False,
@@ -151,5 +155,6 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
     fitted = Fitted(module=module, outcome="diverged" if diverged else (stopped_by or "converged"),
                     diverged_at_step=guard.diverged_at_step if diverged else None, reason=guard.reason,
                     best_epoch=best.best_epoch, best_state=best.state, fit_s=fit_s,
-                    train_loss=recorder.losses, grad_norms=recorder.grad_norms)
+                    train_loss=recorder.losses, grad_norms=recorder.grad_norms,
+                    stability=monitor.series if monitor else None)
     return report_model(cfg, run, dm, name, resolved, fitted, baselines, first_flow)

@@ -31,6 +31,7 @@ from dropout_risk.training.memory import check_population_memory
 from dropout_risk.training.population import Member, PopulationBatches, PopulationModule
 from dropout_risk.training.recorder import epoch_metrics
 from dropout_risk.training.report import Fitted, RunResult, report_model
+from dropout_risk.training.stability import MemberSharpness, eval_batch
 from dropout_risk.training.train import prepare, train_seed
 
 # What members of one population may differ in; everything else is shared by the one fit.
@@ -108,6 +109,10 @@ def _fit(cfg: DictConfig, dm: StudentDataModule, specs: list[MemberSpec]) -> tup
         early_stopping=(stopping.patience, stopping.min_delta) if stopping.enabled else None,
         grad_norm=cfg.mechanism.grad_norm)
     module.val_tensors = dm.tensors["val"]
+    st = cfg.stability
+    if st.every_n_steps:
+        module.stability = MemberSharpness(*eval_batch(*dm.tensors["train"], st.eval_rows), st.every_n_steps, st.iters,
+                                           st.iters_per_estimate, [m.lr for m in members])
     # The backprop-flow figure compares each member before its first step with the trained one.
     module.first_flows = ([mechanism.flow_profile(mechanism.trace(module.net.member(k), loss_function(cfg.loss.name),
                                                                   *dm.tensors["train"])) for k in range(len(specs))]
@@ -137,7 +142,8 @@ def _report_member(cfg: DictConfig, run: Run, dm: StudentDataModule, pop: Popula
     fitted = Fitted(module=module, outcome=OUTCOMES[m.status], diverged_at_step=m.diverged_at_step,
                     reason=m.reason, best_epoch=m.best_epoch, best_state=m.best_state,
                     fit_s=fit_s / len(pop.members), train_loss=losses, grad_norms=grads,
-                    extra_metrics={"population/size": float(len(pop.members)), "population/fit_s": fit_s})
+                    extra_metrics={"population/size": float(len(pop.members)), "population/fit_s": fit_s},
+                    stability=pop.stability.series[k] if pop.stability is not None else None)
     first_flow = pop.first_flows[k] if pop.first_flows else None
     return report_model(cfg, run, dm, run_name(cfg), to_container(cfg), fitted, baselines, first_flow)
 

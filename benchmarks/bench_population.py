@@ -37,16 +37,21 @@ def _cfg(*extra: str):
         return compose("sweep", overrides=["baselines=none", *extra])
 
 
-def _population_fit(cfg, dm, lrs, epochs: int) -> float:
+def _population_fit(cfg, dm, lrs, epochs: int, stability_every: int = 0) -> float:
     import lightning.pytorch as pl
 
     from dropout_risk.model.optim import optimizer_factory
     from dropout_risk.training.population import Member, PopulationBatches, PopulationModule
+    from dropout_risk.training.stability import MemberSharpness, eval_batch
 
     members = [Member(float(lr), 0) for lr in lrs]
     module = PopulationModule(dm.n_features, list(cfg.model.hidden), cfg.model.activation, cfg.loss.name,
                               optimizer_factory(cfg.optim), members)
     module.val_tensors = dm.tensors["val"]
+    st = cfg.stability
+    if stability_every:
+        module.stability = MemberSharpness(*eval_batch(*dm.tensors["train"], st.eval_rows), stability_every, st.iters,
+                                           st.iters_per_estimate, [m.lr for m in members])
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0)
     x, y = dm.tensors["train"]
@@ -99,6 +104,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--memory", default="8,32,96", help="population sizes for peak RSS; '' skips")
     ap.add_argument("--memory-child", type=int, default=None)
+    ap.add_argument("--stability", type=int, default=0,
+                    help="only measure the fit with sharpness every N steps vs without (issue 16), alternating")
     args = ap.parse_args()
     if args.memory_child is not None:
         return _memory_child(args.memory_child)
@@ -115,6 +122,15 @@ def main() -> None:
     dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
     lrs = np.geomspace(1e-4, 0.2, args.k)
     _population_fit(cfg, dm, lrs[:2], epochs=1)  # warm-up
+    if args.stability:
+        runs = {0: [], args.stability: []}
+        for _ in range(3):
+            for every in runs:
+                runs[every].append(_population_fit(cfg, dm, lrs, epochs=20, stability_every=every))
+        base, with_s = min(runs[0]), min(runs[args.stability])
+        print(f"fit, {args.k} members, 20 epochs: without sharpness {base:.2f} s, with sharpness every "
+              f"{args.stability} steps {with_s:.2f} s (best of 3 each) -> +{100 * (with_s / base - 1):.0f}%")
+        return
     pop = _population_fit(cfg, dm, lrs, epochs=20)
     plain = _plain_fits(cfg, dm, lrs, epochs=20)
     print(f"fit, {args.k} members, 20 epochs, {args.threads} thread(s): population {pop:.2f} s, "

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dropout_risk.analysis.sharpness import gd_threshold, sharpness
+from dropout_risk.analysis.sharpness import sharpness
+from dropout_risk.analysis.thresholds import gd_threshold
 from dropout_risk.model.losses import loss_function
 from dropout_risk.model.mlp import MLP
 

@@ -14,14 +14,13 @@ from torch.func import functional_call
 
 from dropout_risk.analysis.sharpness import (
     adam_preconditioner,
-    adam_threshold,
-    gd_lr_threshold,
     member_preconditioned_sharpness,
     member_sharpness,
     preconditioned_sharpness,
     sharpness,
     top_eigen,
 )
+from dropout_risk.analysis.thresholds import adam_threshold, gd_lr_threshold
 from dropout_risk.model.losses import loss_function, member_losses
 from dropout_risk.model.mlp import MLP
 from dropout_risk.model.stacked import StackedMLP

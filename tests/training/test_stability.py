@@ -116,8 +116,8 @@ def test_a_sweep_draws_the_stability_atlas_from_its_trials(make_cfg, client, tmp
 
 def test_the_edge_of_stability_preset_scans_multiples_of_the_gd_threshold(make_cfg):
     cfg = make_cfg("experiment=edge_of_stability", config="sweep")
-    assert list(cfg.sweep.lr_over_gd_threshold) == [1.5, 2.0, 3.0, 4.0] and cfg.optim.momentum == 0
-    assert scan_lrs(cfg, lam0=0.8) == pytest.approx([1.5 * 2.5, 5.0, 7.5, 10.0])
+    assert list(cfg.sweep.lr_over_gd_threshold) == [1.25, 1.5, 2.0, 2.5] and cfg.optim.momentum == 0
+    assert scan_lrs(cfg, lam0=0.8) == pytest.approx([3.125, 3.75, 5.0, 6.25])
     with pytest.raises(SweepError, match="needs lambda_max"):
         scan_lrs(cfg, lam0=-1.0)
     with pytest.raises(ConfigError, match="run python pipelines/sweep.py"):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from dropout_risk.format import sig
 from dropout_risk.plots.png import close
-from dropout_risk.plots.stability import AtlasRun, atlas_data, stability_atlas
+from dropout_risk.plots.stability import PANELS, AtlasRun, atlas_data, stability_atlas
 from dropout_risk.tracking.names import CONVERGED, PREDICTIONS_ARTIFACT, optimizer_name
 from dropout_risk.tracking.query import artifact_bytes, runs_by_ids
 from dropout_risk.tracking.run import Run
@@ -60,23 +60,48 @@ def log_atlas(cfg: DictConfig, run: Run, frame: pd.DataFrame, lam0: float | None
     optimizer = optimizer_name(cfg)
     beta1 = float(cfg.optim.betas[0]) if "betas" in cfg.optim else 0.9
     whole, panels = stability_atlas(runs, lam0, optimizer, beta1)
-    run.log_image(whole, key="stability", step=0, also_as=STABILITY_ARTIFACT)
-    close(whole)
-    for name, fig in panels.items():
-        run.log_image(fig, key=STABILITY_IMAGE_KEY.format(panel=name), step=0, also_as=f"plots/stability_{name}.png")
+    for fig in panels.values():  # not rendered: each panel is cut from the whole atlas (one render, ~1 s less)
         close(fig)
+    pixels, columns = _render_columns(whole)
+    run.log_pixels(pixels, "stability", 0, STABILITY_ARTIFACT, whole.dpi)
+    for name, (top, x0, x1) in columns.items():
+        run.log_pixels(np.ascontiguousarray(pixels[top:, x0:x1]), STABILITY_IMAGE_KEY.format(panel=name), 0,
+                       f"plots/stability_{name}.png", whole.dpi)
+    close(whole)
     data = atlas_data(runs, lam0, optimizer, beta1)
     run.log_text(data.to_csv(index=False), STABILITY_CSV)
     measured = data[data.sharpness_median.notna()]
     if measured.empty:
         return []
     kind = "preconditioned sharpness" if data.attrs.get("sharpness") == "preconditioned" else "sharpness"
+    ratio = measured.sharpness_over_threshold
+    at_edge = int(((ratio - 1).abs() <= 0.2).sum())
+    run.log_metrics({"stability/n_lrs_at_edge": float(at_edge)})
+    if len(measured) > 8:  # one line per lr would swamp the console: the range, the rest is in the CSV
+        return [f"late-training {kind} / edge-of-stability threshold: {ratio.min():.2f}-{ratio.max():.2f} over "
+                f"{len(measured)} lrs, {at_edge} within 20% of it ({STABILITY_CSV}, {STABILITY_ARTIFACT})"]
     lines = [f"late-training {kind} (median, last third) vs the edge-of-stability threshold:"]
     for r in measured.itertuples():
         lines.append(f"  lr {sig(r.lr):>8}  {kind.split()[0]} {sig(r.sharpness_median):>7}  threshold "
                      f"{sig(r.threshold):>7}  ratio {r.sharpness_over_threshold:.2f}")
-    run.log_metrics({"stability/n_lrs_at_edge": float(((measured.sharpness_over_threshold - 1).abs() <= 0.2).sum())})
     return lines
+
+
+def _render_columns(fig) -> tuple[np.ndarray, dict[str, tuple[int, int, int]]]:
+    """The figure's pixels and, per panel (main axes labelled with a PANELS name), (first row below
+    the figure's title, first column, end column): from its left edge (y label included) to the
+    next panel's, so its colour bar and legend come along."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    renderer = canvas.get_renderer()
+    mains = sorted((ax for ax in fig.axes if ax.get_label() in PANELS), key=lambda ax: ax.get_position().x0)
+    lefts = [max(0, int(ax.get_tightbbox(renderer).x0) - 4) for ax in mains] + [pixels.shape[1]]
+    title = fig._suptitle  # matplotlib keeps the suptitle here; the panels' own titles stay
+    top = max(0, pixels.shape[0] - int(title.get_window_extent(renderer).y0) + 2) if title is not None else 0
+    return pixels, {ax.get_label(): (top, lefts[i], lefts[i + 1]) for i, ax in enumerate(mains)}
 
 
 def _float(v) -> float:

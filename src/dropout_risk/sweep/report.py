@@ -86,7 +86,7 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     the best trial's verdict."""
     from dropout_risk.analysis.boundary import interval_of, observed_boundary, per_lr
     from dropout_risk.analysis.metrics import binary_metrics
-    from dropout_risk.analysis.sharpness import gd_threshold
+    from dropout_risk.analysis.thresholds import gd_threshold
     from dropout_risk.plots.divergence import divergence_chart
     from dropout_risk.plots.png import close, save_tiled_png
 

@@ -138,12 +138,15 @@ class Run:
 
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
-        pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        self.log_pixels(np.asarray(canvas.buffer_rgba())[..., :3].copy(), key, step, also_as, fig.dpi)
+
+    def log_pixels(self, pixels, key: str, step: int, also_as: str | None = None, dpi: float = 100) -> None:
+        """An RGB array [H, W, 3] uint8 into the image grid (and as the PNG `also_as`)."""
         self.client.log_image(self.run_id, pixels, key=key, step=step)
         if also_as:
             from PIL import Image
 
-            self.log_written(also_as, lambda path: Image.fromarray(pixels).save(path, dpi=(fig.dpi, fig.dpi)))
+            self.log_written(also_as, lambda path: Image.fromarray(pixels).save(path, dpi=(dpi, dpi)))
 
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch

@@ -22,7 +22,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from dropout_risk.analysis.sharpness import adam_threshold, gd_lr_threshold, member_sharpness, top_eigen
+from dropout_risk.analysis.sharpness import member_sharpness, top_eigen
+from dropout_risk.analysis.thresholds import adam_threshold, gd_lr_threshold
 
 ADAPTIVE = ("Adam", "AdamW")
 SHARPNESS, PRECONDITIONED, THRESHOLD = "stability/sharpness", "stability/preconditioned_sharpness", "stability/threshold"

@@ -55,6 +55,8 @@ def make_cfg(store):
 
     def _make(*overrides: str, tiny: bool = True, config: str = "config"):
         base = [f"tracking.uri={store['uri']}", f"tracking.artifact_location={store['artifacts']}"]
+        if config == "sweep":  # sweeps measure sharpness (+30% fit): tests that check it turn it back on
+            base.append("stability.every_n_steps=0")
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose(config, overrides=[*(TINY if tiny else []), *base, *overrides])
 

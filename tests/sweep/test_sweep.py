@@ -20,7 +20,7 @@ from dropout_risk.errors import SweepError
 from dropout_risk.sweep.run import run_sweep
 from dropout_risk.sweep.space import lr_grid
 from dropout_risk.sweep.storage import make_storage
-from dropout_risk.sweep.study import effective_trials
+from dropout_risk.sweep.study import effective_trials, open_study
 
 SMALL = ["optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=5", "sweep.n_refine=2", "sweep.seeds=1",
          "data.n_students=800", "trainer.max_epochs=3"]
@@ -213,7 +213,7 @@ def test_bad_sweep_input(make_cfg, client, tmp_path, overrides, needle):
 
 def test_same_study_with_a_different_space_is_refused(make_cfg, tmp_path):
     cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=space", "sweep.n_scan=2", "sweep.n_refine=0")
-    run_sweep(cfg, log=lambda _: None)
+    open_study(cfg, create=True)  # the study as a first command created it (its trials need not run)
     other = _sweep_cfg(make_cfg, tmp_path, "sweep.study=space", "sweep.n_scan=3", "sweep.n_refine=0")
     with pytest.raises(SweepError, match="different search space.*n_scan"):
         run_sweep(other, log=lambda _: None)

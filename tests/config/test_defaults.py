@@ -48,6 +48,9 @@ EXPECTED_HOMES = {
     schema.ReproduceTrackingConfig: {("reproduce", "tracking")},
     schema.CompareConfig: {("compare", "")},
     schema.CompareTrackingConfig: {("compare", "tracking")},
+    schema.PredictConfig: {("predict", "")},
+    schema.PredictDataConfig: {("predict", "data")},
+    schema.PredictTrackingConfig: {("predict", "tracking")},
 }
 
 
@@ -142,12 +145,12 @@ def _rounds(groups: dict[str, list[str | None]]) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def composed() -> dict[str, tuple[DictConfig, bool]]:
     """label -> (composed config, whether its values are defaults): each app (training, sweep,
-    reproduce, compare), every option of every schema group, every overlay option."""
+    reproduce, predict, compare), every option of every schema group, every overlay option."""
     register_configs()
     groups, overlays = _group_options()
     out: dict[str, tuple[DictConfig, bool]] = {}
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for app in ("config", "sweep", "reproduce"):
+        for app in ("config", "sweep", "reproduce", "predict"):
             out[app] = (compose(app), True)
         for overrides in _rounds(groups):
             out[" ".join(["config", *overrides])] = (compose("config", overrides=overrides), True)

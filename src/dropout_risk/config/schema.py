@@ -31,6 +31,8 @@ ADDED_KEYS: dict[str, object] = {
     "stability.iters": 20,
     "stability.iters_per_estimate": 2,
     "stability.catapult_margin": 0.5,
+    "tracking.log_pyfunc": False,  # before it, no run logged an MLflow pyfunc model
+    "tracking.register_as": None,
 }
 
 
@@ -186,6 +188,9 @@ class TrackingConfig:
     log_model: bool = MISSING
     reliability_every_n_epochs: int = MISSING
     step_metrics_every_n_steps: int = MISSING
+    # the trained model as an MLflow pyfunc model `pyfunc_model` (raw columns in, risk out; ~0.2 s a run)
+    log_pyfunc: bool = MISSING
+    register_as: str | None = MISSING  # also register that model in the Model Registry under this name
 
 
 # The sweep group keeps its values (those of conf/sweep/default.yaml): only conf/sweep.yaml picks
@@ -277,6 +282,27 @@ class ReproduceConfig:
     tracking: ReproduceTrackingConfig = field(default_factory=ReproduceTrackingConfig)
 
 
+# The predict app's request (conf/predict.yaml, which sets every key).
+@dataclass
+class PredictTrackingConfig:
+    uri: str = MISSING  # the store the model's run (or registered model) is in
+
+
+@dataclass
+class PredictDataConfig:
+    path: str | None = MISSING  # the students to score: a CSV with the training file's columns
+    sep: str | None = MISSING  # None: sniffed, as at training
+
+
+@dataclass
+class PredictConfig:
+    run_id: str | None = MISSING  # a training run: its pyfunc model runs:/<id>/pyfunc_model
+    model_uri: str | None = MISSING  # or any model URI (models:/<name>/<version>, runs:/...)
+    data: PredictDataConfig = field(default_factory=PredictDataConfig)
+    out: str = MISSING  # the scored rows: the input's columns plus the risk columns
+    tracking: PredictTrackingConfig = field(default_factory=PredictTrackingConfig)
+
+
 def register_configs() -> None:
     """Register the schema so `conf/*.yaml` can name it in their defaults lists."""
     cs = ConfigStore.instance()
@@ -292,5 +318,6 @@ def register_configs() -> None:
     cs.store(group="baselines", name="baselines_schema", node=BaselinesConfig)
     cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
     cs.store(name="reproduce_schema", node=ReproduceConfig)  # the reproduce app's request (conf/reproduce.yaml)
+    cs.store(name="predict_schema", node=PredictConfig)  # the predict app's request (conf/predict.yaml)
     # compare_schema (CompareConfig) is stored by dropout_risk.compare.request.register_compare_config
 

@@ -23,6 +23,10 @@ class TabularData:
     onehot:   names of the one-hot indicator columns (a rare level may be absent from a split).
     notes:    one-line remarks for the user (e.g. how a target of several classes was grouped),
               printed to stderr once the data passed every check (`StudentDataModule`).
+    raw_columns: the file's feature columns as read, (name, kind, dtype, levels) each: kind numeric |
+              categorical, dtype double | long | string | boolean, levels (categorical) in feature order;
+              empty: every feature is a numeric raw column (the cohort). data/schema.py scores new rows with it.
+    ignored_columns: columns of the file the model does not use (the target, data.drop_columns).
     """
 
     name: str
@@ -32,6 +36,8 @@ class TabularData:
     fingerprint: dict = field(default_factory=dict)
     onehot: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    raw_columns: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
     notes_shown: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -98,11 +98,13 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str,
     missing: list[str] = []
     missing_cols: list[str] = []
     onehot: list[str] = []
+    raw: list[tuple[str, str, str, tuple[str, ...]]] = []  # (name, kind, dtype, levels): TabularData.raw_columns
     for col in frame.columns:
         series = frame[col]
         as_category = col in categorical
         if not as_category and ptypes.is_bool_dtype(series.dtype):
             pieces.append(series.astype(np.float64).to_frame(col))
+            raw.append((str(col), "numeric", "boolean", ()))
             continue
         if not as_category and ptypes.is_numeric_dtype(series.dtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -142,6 +144,9 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str,
             dummies = pd.get_dummies(cat, prefix=col, prefix_sep="=", dtype=np.float64)
             onehot.extend(str(c) for c in dummies.columns)
             pieces.append(dummies)
+            dtype = ("long" if ptypes.is_integer_dtype(series.dtype) else "double"
+                     if ptypes.is_float_dtype(series.dtype) else "string")
+            raw.append((str(col), "categorical", dtype, tuple(order)))
             continue
         n_nan = int(np.isnan(values).sum())
         n_inf = int(np.isinf(values).sum())
@@ -157,6 +162,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str,
         if col not in allow_id_like:
             check_not_id(col, values, where)
         pieces.append(pd.DataFrame({col: values}))
+        raw.append((str(col), "numeric", "double", ()))
     if missing:
         raise data_error(
             f"{where}: feature column(s) with empty/NaN/inf cells: {', '.join(missing)}; no imputation is "
@@ -175,6 +181,7 @@ def _encode(frame: pd.DataFrame, categorical: Sequence[str], where: str,
     features.index = pd.RangeIndex(n)
     features = features.astype(np.float64)
     features.attrs["onehot"] = onehot
+    features.attrs["raw"] = raw
     return features
 
 
@@ -210,5 +217,6 @@ def to_tabular(
     kept = frame.drop(columns=[target, *drop_columns])
     features = _encode(kept, [c for c in categorical if c not in drop_columns], where, allow_id_like)
     onehot = list(features.attrs.pop("onehot", []))
+    raw = list(features.attrs.pop("raw", []))
     return TabularData(name=name, features=features, y=y, p_true=None, fingerprint=fingerprint, onehot=onehot,
-                       notes=[note] if note else [])
+                       notes=[note] if note else [], raw_columns=raw, ignored_columns=[target, *drop_columns])

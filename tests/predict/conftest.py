@@ -1,7 +1,7 @@
 """Trained runs with their pyfunc model, made once per test module: a cohort run and a run on a
-small CSV with a text category. (report.py logs the pyfunc model once wired; until then, and to
-keep these tests independent of that wiring, the model is rebuilt from model/model.pt and logged
-into the same run with log_pyfunc_model.)"""
+small CSV with a text category. (report.py logs the pyfunc model once wired; these tests stay
+independent of that wiring: the model is rebuilt from the run's model/model.pt and logged into the
+same run by log_pyfunc_from_run, which calls log_pyfunc_model.)"""
 
 from __future__ import annotations
 
@@ -39,26 +39,20 @@ def predict_request(store: dict, *overrides: str):
 
 
 def train_with_pyfunc(cfg, tmp: Path, raw_frame: pd.DataFrame | None = None, register_as: str | None = None) -> Trained:
-    """train(cfg), then its pyfunc model logged into the same run from model/model.pt."""
-    import torch
-
+    """train(cfg), then its pyfunc model logged into the same run, rebuilt from the run's config
+    and model/model.pt (log_pyfunc_from_run: what a sweep does for its best trial)."""
     from dropout_risk.data.loaders import load_data
     from dropout_risk.data.module import StudentDataModule
-    from dropout_risk.model.export import log_pyfunc_model
-    from dropout_risk.model.module import DropoutRiskModule
-    from dropout_risk.tracking.names import MODEL_ARTIFACT, PREDICTIONS_ARTIFACT
+    from dropout_risk.model.export import log_pyfunc_from_run
+    from dropout_risk.tracking.names import PREDICTIONS_ARTIFACT
     from dropout_risk.tracking.run import Run
     from dropout_risk.training.train import train
 
     result = train(cfg)
     client = MlflowClient(cfg.tracking.uri)
-    saved = torch.load(client.download_artifacts(result.run_id, MODEL_ARTIFACT, str(tmp)), weights_only=False)
-    dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
-    module = DropoutRiskModule(n_features=dm.n_features, hidden=list(cfg.model.hidden),
-                               activation=cfg.model.activation, loss=cfg.loss.name, optimizer=None)
-    module.net.load_state_dict(saved["state_dict"])
+    uri = log_pyfunc_from_run(Run(client, result.run_id, claim=False), register_as)
     temperature = result.metrics.get("temperature")
-    uri = log_pyfunc_model(Run(client, result.run_id, claim=False), module, dm, cfg, temperature, register_as)
+    dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
     pred = np.load(client.download_artifacts(result.run_id, PREDICTIONS_ARTIFACT, str(tmp)))
     # the test students as raw columns: the rows of the split in the frame the loader read
     raw = dm.data.features if raw_frame is None else raw_frame

@@ -97,3 +97,25 @@ def _log(Model, flavor, run: Run, model_id: str, tmp: str, schema, register_as: 
             pip_requirements=_requirements(),
             registered_model_name=register_as or None,
         )
+
+
+def log_pyfunc_from_run(run: Run, register_as: str | None = None) -> str:
+    """The pyfunc model of a run that has finished, rebuilt from its own `config/config.yaml` and
+    `model/model.pt` (the best trial of a sweep whose trials skip it, or a run from before
+    tracking.log_pyfunc); returns its model URI. The split and standardisation are recomputed from
+    the run's data and seed (deterministic: the same as at training)."""
+    from dropout_risk.config.saved import load_config_text
+    from dropout_risk.data.loaders import load_data
+    from dropout_risk.tracking.names import CONFIG_ARTIFACT, MODEL_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(run.client.download_artifacts(run.run_id, CONFIG_ARTIFACT, tmp)).read_text(encoding="utf-8")
+        # the run's own file, written by this package (it holds numpy arrays: not weights_only)
+        saved = torch.load(run.client.download_artifacts(run.run_id, MODEL_ARTIFACT, tmp), weights_only=False)
+    cfg = load_config_text(text, f"the {CONFIG_ARTIFACT} of run {run.run_id}")
+    dm = StudentDataModule(load_data(cfg.data, cfg.seed), cfg.data, cfg.seed)
+    module = DropoutRiskModule(n_features=dm.n_features, hidden=list(cfg.model.hidden),
+                               activation=cfg.model.activation, loss=cfg.loss.name, optimizer=None)
+    module.net.load_state_dict(saved["state_dict"])
+    temperature = run.client.get_run(run.run_id).data.metrics.get("temperature")
+    return log_pyfunc_model(run, module, dm, cfg, temperature, register_as)

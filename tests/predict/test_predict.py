@@ -125,3 +125,17 @@ def test_the_pipeline_scores_a_csv_end_to_end(csv_run, tmp_path):
     p = scored["calibrated_probability"].to_numpy()
     assert f"scored {len(features)} students -> {out}" in proc.stdout
     assert f"p50 {np.quantile(p, 0.5):.3f}" in proc.stdout and f"mean {p.mean():.3f}" in proc.stdout
+
+
+def test_a_run_with_a_pyfunc_model_keeps_it(cohort_run):
+    from mlflow import MlflowClient
+
+    from dropout_risk.model.export import has_pyfunc_model, log_pyfunc_from_run
+    from dropout_risk.tracking.run import Run
+
+    client = MlflowClient(cohort_run.store["uri"])
+    run = Run(client, cohort_run.run_id, claim=False)
+    assert has_pyfunc_model(run)
+    before = client.search_logged_models([client.get_run(cohort_run.run_id).info.experiment_id])
+    assert log_pyfunc_from_run(run) == cohort_run.uri
+    assert len(client.search_logged_models([client.get_run(cohort_run.run_id).info.experiment_id])) == len(before)

@@ -103,11 +103,14 @@ def log_pyfunc_from_run(run: Run, register_as: str | None = None) -> str:
     """The pyfunc model of a run that has finished, rebuilt from its own `config/config.yaml` and
     `model/model.pt` (the best trial of a sweep whose trials skip it, or a run from before
     tracking.log_pyfunc); returns its model URI. The split and standardisation are recomputed from
-    the run's data and seed (deterministic: the same as at training)."""
+    the run's data and seed (deterministic: the same as at training). A run that has one already
+    keeps it (a sweep's report run again logs nothing twice)."""
     from dropout_risk.config.saved import load_config_text
     from dropout_risk.data.loaders import load_data
     from dropout_risk.tracking.names import CONFIG_ARTIFACT, MODEL_ARTIFACT
 
+    if has_pyfunc_model(run):
+        return f"runs:/{run.run_id}/{PYFUNC_MODEL_NAME}"
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(run.client.download_artifacts(run.run_id, CONFIG_ARTIFACT, tmp)).read_text(encoding="utf-8")
         # the run's own file, written by this package (it holds numpy arrays: not weights_only)
@@ -119,3 +122,11 @@ def log_pyfunc_from_run(run: Run, register_as: str | None = None) -> str:
     module.net.load_state_dict(saved["state_dict"])
     temperature = run.client.get_run(run.run_id).data.metrics.get("temperature")
     return log_pyfunc_model(run, module, dm, cfg, temperature, register_as)
+
+
+def has_pyfunc_model(run: Run) -> bool:
+    """Whether `run` has a logged model named PYFUNC_MODEL_NAME."""
+    experiment_id = run.client.get_run(run.run_id).info.experiment_id
+    models = run.client.search_logged_models([experiment_id], filter_string=f"name = '{PYFUNC_MODEL_NAME}'",
+                                             max_results=1000)
+    return any(m.source_run_id == run.run_id for m in models)

@@ -25,7 +25,7 @@ from dropout_risk.sweep.study import (
     open_study,
     recover_dead_trials,
 )
-from dropout_risk.sweep.trial import population_size, run_trial, work
+from dropout_risk.sweep.trial import open_scan_trials, population_size, run_trial, work
 from dropout_risk.sweep.workers import start_local_workers, stop_workers
 from dropout_risk.tracking.run import Run
 
@@ -207,3 +207,22 @@ def test_populations_are_claimed_across_the_lr_range(make_cfg, tmp_path):
     assert [t.number for t in refine] == [6, 8]
     assert {study.get_trials()[t.number].user_attrs["phase"] for t in refine} == {"refine"}
     assert [t.number for t in claim_trials(study, size)] == [7, 9] and claim_trials(study, size) == []
+
+
+def test_a_dead_workers_scan_trial_stays_open_until_its_retry_exists(make_cfg, tmp_path):
+    """recover_dead_trials fails a dead worker's trial, then enqueues its retry: a refine trial that
+    looks in between must still wait (CI once saw 'no stable learning rate' there)."""
+    cfg = _cfg(make_cfg, tmp_path, "open-scan", "sweep.n_scan=2", "sweep.n_refine=1")
+    study, _ = open_study(cfg, create=True)
+    dead = claim_trial(study)
+    assert [t.number for t in open_scan_trials(effective_trials(study))] == [0, 1]
+    study._storage.set_trial_user_attr(dead._trial_id, "outcome", "worker_died")
+    study.tell(dead.number, state=TrialState.FAIL)  # failed, no retry yet
+    assert [t.number for t in open_scan_trials(effective_trials(study))] == [0, 1]
+    from dropout_risk.sweep.retry import enqueue_retry
+
+    enqueue_retry(study, study.get_trials()[dead.number])  # the retry replaces it
+    assert sorted(t.number for t in open_scan_trials(effective_trials(study))) == [1, 3]
+    other = claim_trial(study, phase="scan")
+    study.tell(other.number, state=TrialState.FAIL)  # failed for good (no retryable outcome): done
+    assert other.number not in {t.number for t in open_scan_trials(effective_trials(study))}

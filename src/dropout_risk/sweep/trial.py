@@ -17,7 +17,13 @@ from optuna.trial import TrialState
 
 from dropout_risk.format import fmt
 from dropout_risk.sweep.space import lr_range, search_space
-from dropout_risk.sweep.study import claim_trial, claim_trials, effective_trials, recover_dead_trials
+from dropout_risk.sweep.study import (
+    RETRYABLE,
+    claim_trial,
+    claim_trials,
+    effective_trials,
+    recover_dead_trials,
+)
 from dropout_risk.tracking.names import (
     CONVERGED,
     TAG_PHASE,
@@ -26,6 +32,7 @@ from dropout_risk.tracking.names import (
     TAG_TRIAL,
     TRAIN_LOSS_EPOCH,
     VAL_LOG_LOSS,
+    outcome_run_name,
     trial_run_name,
 )
 
@@ -52,6 +59,15 @@ def stable_range(trials: list[optuna.trial.FrozenTrial]) -> tuple[float, float] 
     return (ok[0], ok[-1]) if ok[0] < ok[-1] else (ok[0] / 2, ok[0])
 
 
+def open_scan_trials(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Scan trials (of `effective_trials`) without a result yet: waiting, running, or failed by
+    a dead worker and not yet re-enqueued (recover_dead_trials fails a trial first and enqueues its
+    retry a moment later: a refine that looked in between saw a scan without its converged trials)."""
+    return [t for t in trials if t.user_attrs.get("phase") == "scan"
+            and (t.state in (TrialState.WAITING, TrialState.RUNNING)
+                 or (t.state == TrialState.FAIL and t.user_attrs.get("outcome") in RETRYABLE))]
+
+
 def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, planned: int, log,
                    poll_s: float = 0.1, check_s: float = 2.0) -> list[optuna.trial.FrozenTrial]:
     """Block a refine trial until the scan is complete (read every `poll_s`). Meanwhile run any
@@ -62,9 +78,7 @@ def _wait_for_scan(cfg: DictConfig, study: optuna.Study, parent_run_id: str, pla
     last_check = -math.inf  # look for dead workers at once on the first wait
     while True:
         trials = effective_trials(study)
-        open_scan = [t for t in trials if t.user_attrs.get("phase") == "scan"
-                     and t.state in (TrialState.WAITING, TrialState.RUNNING)]
-        if not open_scan:
+        if not open_scan_trials(trials):
             return trials
         other = claim_trial(study, phase="scan")
         if other is not None:
@@ -179,7 +193,7 @@ def _prepare(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_r
     if seed is not None and int(seed) != cfg.seed:  # seed cfg.seed: the config of a plain run
         tcfg.trainer.seed = int(seed)
     named_seed = int(seed) if seed is not None and s.seeds > 1 else None
-    tcfg.tracking.run_name = trial_run_name(phase, trial.number, lr, named_seed)
+    tcfg.tracking.run_name = trial_run_name(phase, trial.number, lr, named_seed, planned)
     overrides = [*study.user_attrs.get("overrides", []), f"optim.lr={lr}",
                  *([f"trainer.seed={tcfg.trainer.seed}"] if tcfg.trainer.seed is not None else []),
                  *(f"{k}={OmegaConf.select(tcfg, k)}" for k in search_space(cfg))]
@@ -204,6 +218,7 @@ def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, dura
         study.tell(trial, state=TrialState.FAIL)
         log(f"{what} failed: {type(result).__name__}: {result}")
         return
+    _name_outcome(p.cfg, result)
     m = result.metrics
     attrs = {"outcome": result.outcome, "run_id": result.run_id, "duration_s": round(duration_s, 3),
              "diverged_at_step": result.diverged_at_step, "catapult_step": result.catapult_step,
@@ -227,6 +242,17 @@ def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, dura
               else f"{result.outcome}  val log loss {fmt(attrs['val_loss'])}  AUROC {fmt(attrs['auroc'])}  "
                    f"ECE {fmt(attrs['ece'])}")
     log(f"{what}  {detail}  ({attrs['duration_s']:.1f} s)")
+
+
+def _name_outcome(cfg: DictConfig, result) -> None:
+    """The outcome at the end of a trial's run name unless it converged (one request), so the runs
+    table shows it at a glance: the run was named when it started, before its outcome was known."""
+    name = outcome_run_name(result.run_name, result.outcome)
+    if name != result.run_name:
+        from dropout_risk.tracking.store import client
+
+        client(cfg.tracking.uri).update_run(result.run_id, name=name)
+        result.run_name = name
 
 
 def _finite_or_none(v) -> float | None:

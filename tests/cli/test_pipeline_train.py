@@ -12,10 +12,13 @@ preflight(argv=...), which the script calls before Hydra; data errors through th
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+from pathlib import Path
 
 import pytest
-from helpers import TINY, UCI_DROPOUT_CSV, run_pipeline, run_statuses, shared_file, write_csv
+from helpers import PYTHON, TINY, UCI_DROPOUT_CSV, run_pipeline, run_statuses, shared_file, write_csv
 from mlflow import MlflowClient
 
 from dropout_risk.cli.preflight import preflight
@@ -50,6 +53,9 @@ def test_train_script_end_to_end(tmp_path, new_store):
     assert re.search(r"^auroc\s+0\.\d{4}\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]\s+0\.\d{4}\s+0\.\d{4}$", out, re.M)
     assert re.search(r"^MLP - (logreg|hgb) on test \(95% paired bootstrap\): auroc ", out, re.M)
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
+    # pasted as printed it runs without an activated venv: its first word is this venv's mlflow
+    ui = shlex.split(re.search(r"^MLflow UI: (.*)$", out, re.M).group(1))
+    assert os.access(ui[0], os.X_OK) and Path(ui[0]).parent == Path(PYTHON).parent
     assert "workflowType=machine_learning" in out
     client = MlflowClient(store["uri"])
     run = client.get_run(run_id)

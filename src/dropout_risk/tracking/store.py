@@ -189,10 +189,15 @@ def _body(exc) -> str:
 
 def ui_command(uri: str, port: int = 5000) -> str:
     """The one command that opens the MLflow UI on this store, bound to loopback."""
+    import shlex
+
     uri = resolve_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser (a tracking server is already serving the UI)"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+    # this interpreter's own mlflow (the venv's), so the command runs as printed without activating it
+    here = Path(sys.executable).parent / "mlflow"
+    mlflow = shlex.quote(str(here)) if here.exists() else "mlflow"
+    return f"{mlflow} ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port {port}"
 
 
 def runs_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:

@@ -18,6 +18,10 @@ CALIBRATION_ARTIFACT = "plots/reliability_calibration.png"  # before/after tempe
 FLOW_ARTIFACT = "plots/backprop_flow.png"
 LAB_PAGE_ARTIFACT = "mechanism/index.html"
 RELIABILITY_IMAGE_KEY = "reliability/val"  # per-epoch diagrams in the UI's image grid
+LOSS_ROOT_ARTIFACT = "loss.png"  # train loss per step, val loss per epoch (the compare page's panes)
+# The UI's compare-runs page lists only top-level artifact files: these figures are also logged at
+# the artifact root under a short name (the same file: Run writes it once and logs it twice).
+ROOT_COPIES = {RELIABILITY_ARTIFACT: "reliability.png", CALIBRATION_ARTIFACT: "calibration.png"}
 # --- artifacts of a sweep's parent run ----------------------------------------------------------
 DIVERGENCE_ARTIFACT = "plots/divergence.png"
 DIVERGENCE_IMAGE_KEY = "divergence"
@@ -73,10 +77,18 @@ def run_name(cfg: DictConfig) -> str:
     return f"{optimizer_name(cfg).lower()}-lr{cfg.optim.lr:.3g}-h{hidden}-s{cfg.seed}"
 
 
-def trial_run_name(phase: str, number: int, lr: float, seed: int | None = None) -> str:
-    """A sweep trial (`scan-007-lr0.0123`, with its seed when the sweep has several: `-s1`);
-    TRIAL_NAME recognises it."""
-    return f"{phase}-{number:03d}-lr{lr:.3g}" + (f"-s{seed}" if seed is not None else "")
+def trial_run_name(phase: str, number: int, lr: float, seed: int | None = None, planned: int = 1000) -> str:
+    """A sweep trial (`scan-07-lr0.0123`, with its seed when the sweep has several: `-s1`), its
+    number zero-padded only to the width of the sweep's `planned` trial count (short enough for
+    the runs table's name column, still sorted by name); TRIAL_NAME recognises it."""
+    width = len(str(max(planned - 1, number, 0)))
+    return f"{phase}-{number:0{width}d}-lr{lr:.3g}" + (f"-s{seed}" if seed is not None else "")
+
+
+def outcome_run_name(name: str, outcome: str) -> str:
+    """A trial's name once it ended: its outcome appended unless it converged
+    (`scan-16-lr0.301-diverged`, `refine-53-lr0.002-pruned`), readable in the runs table."""
+    return name if outcome in CONVERGED or name.endswith(f"-{outcome}") else f"{name}-{outcome}"
 
 
 def sweep_run_name(cfg: DictConfig, lr_min: float, lr_max: float) -> str:

@@ -102,4 +102,25 @@ def _provenance() -> dict[str, str]:
     if dirty and (diff := git_diff_hash()):
         tags["git_diff_sha256"] = diff
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
+    tags.update(standard_tags(commit))
+    return tags
+
+
+def standard_tags(commit: str) -> dict[str, str]:
+    """MLflow's own source tags (the UI's Source and User columns): the script this process runs
+    (relative to the project when it is inside it), LOCAL, the git commit (when known), the user."""
+    import getpass
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    try:
+        source = str(script.resolve().relative_to(PROJECT_ROOT))
+    except (ValueError, OSError):
+        source = script.name or "python"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "unknown"
+    tags = {"mlflow.source.name": source, "mlflow.source.type": "LOCAL", "mlflow.user": user}
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
     return tags

@@ -21,7 +21,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from dropout_risk.tracking.names import CONFIG_ARTIFACT, OVERRIDES_ARTIFACT, TAG_ERROR
+from dropout_risk.tracking.names import CONFIG_ARTIFACT, OVERRIDES_ARTIFACT, ROOT_COPIES, TAG_ERROR
 from dropout_risk.tracking.process import process_tags
 from dropout_risk.tracking.store import client, get_experiment_id
 
@@ -50,6 +50,8 @@ class Run:
         a run whose process died (tracking/process.py). Run.start tags new runs as it creates them."""
         self.client, self.run_id = client, run_id
         self._metrics: list[Metric] = []
+        self.parent_run_id: str | None = None  # a nested run's parent (Run.start sets it)
+        self._images_tagged = False  # mlflow.loggedImages set (the UI shows image charts)
         self.ended = False
         if claim:
             self.set_tags(process_tags())
@@ -70,7 +72,9 @@ class Run:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = store.create_run(exp_id, run_name=run_name, tags=all_tags)
-        return cls(store, run.info.run_id, claim=False)
+        out = cls(store, run.info.run_id, claim=False)
+        out.parent_run_id = parent_run_id
+        return out
 
     @property
     def experiment_id(self) -> str:
@@ -85,6 +89,14 @@ class Run:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         if items:
             self.client.log_batch(self.run_id, tags=items)
+
+    def log_dataset(self, data_name: str, fingerprint: dict, columns: dict[str, Any]) -> None:
+        """The data as MLflow's dataset input of this run and of its parent (a sweep's parent gets
+        it once per process): tracking/dataset.py."""
+        from dropout_risk.tracking.dataset import log_dataset
+
+        log_dataset(self.client, [self.run_id, *([self.parent_run_id] if self.parent_run_id else [])],
+                    data_name, fingerprint, columns)
 
     def log_config(self, cfg, overrides: Iterable[str] = ()) -> None:
         """The resolved config as params and as a file Hydra can run again, and this
@@ -127,26 +139,52 @@ class Run:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_figure(self, fig, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, fig, artifact_file)
+        """The figure as a PNG artifact (saved once; also at the root when ROOT_COPIES names it)."""
+        self.log_written(artifact_file, lambda path: fig.savefig(path, format="png", dpi=fig.dpi))
 
-    def log_image(self, fig, key: str, step: int, also_as: str | None = None) -> None:
+    def log_image(self, fig, key: str, step: int, also_as: str | None = None, more_steps: Iterable[int] = ()) -> None:
         """A figure into the UI's image grid (compare runs by `key`, scrub through `step`).
         The Agg pixel buffer goes straight to MLflow (no PNG encode/decode round trip: ~2x faster).
-        `also_as`: the same pixels saved as that PNG artifact too (one render instead of two)."""
+        `also_as`: the same pixels saved as that PNG artifact too (one render instead of two);
+        `more_steps`: the same pixels at those steps of the grid too."""
         import numpy as np
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
-        self.log_pixels(np.asarray(canvas.buffer_rgba())[..., :3].copy(), key, step, also_as, fig.dpi)
+        self.log_pixels(np.asarray(canvas.buffer_rgba())[..., :3].copy(), key, step, also_as, fig.dpi, more_steps)
 
-    def log_pixels(self, pixels, key: str, step: int, also_as: str | None = None, dpi: float = 100) -> None:
-        """An RGB array [H, W, 3] uint8 into the image grid (and as the PNG `also_as`)."""
-        self.client.log_image(self.run_id, pixels, key=key, step=step)
-        if also_as:
-            from PIL import Image
+    def log_pixels(self, pixels, key: str, step: int, also_as: str | None = None, dpi: float = 100,
+                   more_steps: Iterable[int] = ()) -> None:
+        """An RGB array [H, W, 3] uint8 into the image grid at `step` and `more_steps`, and as the
+        PNG `also_as`: encoded once (PNG, and the WebP the grid shows), the same files at every step.
 
-            self.log_written(also_as, lambda path: Image.fromarray(pixels).save(path, dpi=(dpi, dpi)))
+        Written as MLflow's `log_image(key=, step=)` writes them (images/<key with / as ~>+step+<n>
+        +timestamp+<ms>+<uuid>.png and its +compressed.webp; the run tag mlflow.loggedImages), in
+        one upload, except that the WebP keeps the full size: MLflow's 256 px thumbnail makes a
+        diagram's text unreadable in the grid."""
+        import uuid
+
+        from PIL import Image
+
+        image = Image.fromarray(pixels)
+        ts = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory() as tmp:
+            png, webp = Path(tmp) / "image.png", Path(tmp) / "image.webp"
+            image.save(png, dpi=(dpi, dpi))
+            image.save(webp, quality=90)
+            folder = Path(tmp) / "images"
+            folder.mkdir()
+            for s in dict.fromkeys([step, *more_steps]):
+                stem = f"{key.replace('/', '~')}+step+{s}+timestamp+{ts}+{uuid.uuid4()}"
+                os.link(png, folder / f"{stem}.png")
+                os.link(webp, folder / f"{stem}+compressed.webp")
+            self.client.log_artifacts(self.run_id, str(folder), "images")
+            if also_as:
+                self.log_written(also_as, lambda path: os.link(png, path))
+        if not self._images_tagged:
+            self.set_tags({"mlflow.loggedImages": "True"})
+            self._images_tagged = True
 
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch
@@ -159,12 +197,17 @@ class Run:
         self.log_written(artifact_file, lambda path: np.savez_compressed(path, **arrays))
 
     def log_written(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
-        """`write(path)` a file in a temporary folder, logged as `artifact_file` (folder/name)."""
+        """`write(path)` a file in a temporary folder, logged as `artifact_file` (folder/name), and
+        the same file at the artifact root as well when ROOT_COPIES names it (the UI's compare page
+        lists top-level files only)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
             write(path)
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+            if artifact_file in ROOT_COPIES:
+                root = path.rename(path.with_name(ROOT_COPIES[artifact_file]))
+                self.client.log_artifact(self.run_id, str(root))
 
     @contextmanager
     def failing_on_error(self, tags: dict[str, str] | None = None) -> Iterator[Run]:

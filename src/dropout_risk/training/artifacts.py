@@ -13,13 +13,16 @@ from dropout_risk.errors import ConfigError
 from dropout_risk.lab.page import render_page
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.plots.flow import backprop_flow
+from dropout_risk.plots.loss import loss_figure
 from dropout_risk.plots.png import close
 from dropout_risk.plots.reliability import reliability_diagram
 from dropout_risk.tracking.names import (
     FLOW_ARTIFACT,
     LAB_PAGE_ARTIFACT,
+    LOSS_ROOT_ARTIFACT,
     RELIABILITY_ARTIFACT,
     RELIABILITY_IMAGE_KEY,
+    VAL_LOSS,
     optimizer_name,
 )
 from dropout_risk.tracking.run import Run
@@ -38,6 +41,9 @@ def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMod
     every = cfg.tracking.reliability_every_n_epochs
     n = len(module.val_probs)
     reported = n if reported_epoch is None else reported_epoch
+    # Only the final diagram drawn (a sweep trial: every=1000): it also goes to step 0, where the
+    # UI's image grid opens, and to the run's last epoch, where its slider ends.
+    only_final = every > n
     for epoch in range(1, n + 1):
         if epoch % every and epoch != reported:  # the reported (final) model is always drawn
             continue
@@ -47,15 +53,27 @@ def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMod
         title = f"{name} · epoch {epoch}" + (f"\n{verdict}" if final else "")
         extra = {"references": references or (), "smece": smece} if final else {}
         fig = reliability_diagram(y, module.val_probs[epoch - 1], title=title, **extra)
-        run.log_image(fig, key=RELIABILITY_IMAGE_KEY, step=epoch, also_as=RELIABILITY_ARTIFACT if final else None)
+        run.log_image(fig, key=RELIABILITY_IMAGE_KEY, step=epoch, also_as=RELIABILITY_ARTIFACT if final else None,
+                      more_steps=(0, n) if final and only_final else ())
         if final:
             final_p = None
         close(fig)
     if final_p is not None:  # training stopped mid-epoch (divergence): draw the final model too
         fig = reliability_diagram(y, final_p, title=f"{name} · final (val)\n{verdict}",
                                   references=references or (), smece=smece)
-        run.log_figure(fig, RELIABILITY_ARTIFACT)
+        # in the grid at the epoch it stopped in (n + 1), and at step 0 when no other is drawn
+        run.log_image(fig, key=RELIABILITY_IMAGE_KEY, step=n + 1, also_as=RELIABILITY_ARTIFACT,
+                      more_steps=(0,) if only_final else ())
         close(fig)
+
+
+def log_loss(run: Run, train_loss: list[float], val_history: list[dict[str, float]], steps_per_epoch: int,
+             title: str, diverged_at_step: int | None = None) -> None:
+    """loss.png at the artifact root: train loss per step, val loss per epoch (plots/loss.py)."""
+    val = [h.get(VAL_LOSS, float("nan")) for h in val_history]
+    fig = loss_figure(train_loss, val, steps_per_epoch, title, diverged_at_step)
+    run.log_figure(fig, LOSS_ROOT_ARTIFACT)
+    close(fig)
 
 
 def page_student(cfg, dm: StudentDataModule) -> int:

@@ -15,6 +15,7 @@ from dropout_risk.analysis.metrics import bayes_metrics
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.baselines import BASELINE_LABELS, Baseline
 from dropout_risk.model.module import DropoutRiskModule
+from dropout_risk.plots.loss import steps_per_epoch
 from dropout_risk.tracking.names import (
     MODEL_ARTIFACT,
     PREDICTIONS_ARTIFACT,
@@ -25,7 +26,7 @@ from dropout_risk.tracking.names import (
 )
 from dropout_risk.tracking.provenance import weights_hash
 from dropout_risk.tracking.run import Run
-from dropout_risk.training.artifacts import log_mechanism, log_reliability
+from dropout_risk.training.artifacts import log_loss, log_mechanism, log_reliability
 from dropout_risk.training.comparison import baseline_metrics, interval_metrics, versus_best_baseline
 from dropout_risk.training.evaluate import evaluate, temperature_scaling
 
@@ -121,7 +122,10 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
     references = [(BASELINE_LABELS.get(b.name, b.name), b.p["val"]) for b in baselines]
     log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}", reported,
                     references, metrics.get("val/smece"))
+    log_loss(run, fitted.train_loss, module.val_history, steps_per_epoch(len(dm.tensors["train"][0]), cfg.data.batch_size),
+             f"{name} · {verdict}", fitted.diverged_at_step if diverged else None)
     log_mechanism(run, cfg, module, dm, name, first_flow)
+    run.log_dataset(dm.data.name, dm.fingerprint(), dict(dm.data.features.dtypes.items()))
     # Final predictions, so reports (compare's grid and curves) can redraw without re-running.
     pred = {"val_y": dm.tensors["val"][1].numpy().astype(np.int8), "val_logit": val_logits.astype(np.float32),
             "test_y": dm.tensors["test"][1].numpy().astype(np.int8), "test_logit": test_logits.astype(np.float32)}

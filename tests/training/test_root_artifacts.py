@@ -1,0 +1,67 @@
+"""What the UI's compare page and image grid need from every run (issue 17): the final reliability
+diagram, the loss curves and the calibration figure at the artifact root (the compare page lists
+top-level files only), the root copies the same bytes as the plots/ files, and the final diagram
+in the image grid at step 0 when it is the only one drawn."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from helpers import TINY
+from PIL import Image
+
+from dropout_risk.tracking.names import CALIBRATION_ARTIFACT, RELIABILITY_ARTIFACT, RELIABILITY_IMAGE_KEY
+from dropout_risk.training.train import train
+from dropout_risk.training.train_population import MemberSpec, member_config, train_population
+
+
+def _bytes(client, run_id: str, path: str) -> bytes:
+    with open(client.download_artifacts(run_id, path), "rb") as f:
+        return f.read()
+
+
+def _grid_steps(client, run_id: str) -> list[int]:
+    """The steps of the reliability/val images (MLflow's file names: images/<key, / as ~>+step+<n>+...)."""
+    files = [f.path for f in client.list_artifacts(run_id, "images")]
+    key = RELIABILITY_IMAGE_KEY.replace("/", "~") + "+step+"
+    return sorted({int(p.split("+step+")[1].split("+")[0]) for p in files if key in p and p.endswith(".png")})
+
+
+def _check_root(client, run_id: str, calibration: bool) -> None:
+    top = {f.path for f in client.list_artifacts(run_id)}
+    assert {"reliability.png", "loss.png"} <= top
+    assert ("calibration.png" in top) == calibration
+    assert _bytes(client, run_id, "reliability.png") == _bytes(client, run_id, RELIABILITY_ARTIFACT)
+    if calibration:
+        assert _bytes(client, run_id, "calibration.png") == _bytes(client, run_id, CALIBRATION_ARTIFACT)
+    loss = Image.open(io.BytesIO(_bytes(client, run_id, "loss.png")))
+    assert loss.size == (450, 300)
+    px = np.asarray(loss.convert("RGB"), dtype=int)
+    assert (px.max(axis=2) - px.min(axis=2) > 60).sum() > 200  # coloured curves drawn, not a blank canvas
+
+
+def test_a_train_run_logs_the_compare_page_figures_at_the_root(make_cfg, client):
+    result = train(make_cfg("calibration.figure=true", "trainer.early_stopping.enabled=false"))
+    _check_root(client, result.run_id, calibration=True)
+    # only the final diagram drawn (every=1000 as in sweeps): at step 0, where the grid opens, and the last epoch
+    assert _grid_steps(client, result.run_id) == [0, 3]
+
+
+def test_per_epoch_diagrams_stay_at_their_epochs(make_cfg, client):
+    result = train(make_cfg("tracking.reliability_every_n_epochs=1", "trainer.early_stopping.enabled=false"))
+    _check_root(client, result.run_id, calibration=False)
+    assert _grid_steps(client, result.run_id) == [1, 2, 3]
+
+
+def test_population_members_log_the_root_figures_and_a_diverged_one_its_final_diagram(make_cfg, client):
+    cfg = make_cfg(*TINY, "optim=sgd", "trainer.early_stopping.enabled=false", "baselines=none",
+                   "mechanism.every_n_steps=0")
+    specs = [MemberSpec(member_config(cfg, lr, name=f"root-{i}")) for i, lr in enumerate((0.05, 1e4))]
+    results = train_population(specs)
+    assert [r.outcome for r in results] == ["converged", "diverged"]
+    for r in results:
+        _check_root(client, r.run_id, calibration=False)
+    assert _grid_steps(client, results[0].run_id) == [0, 3]
+    # the diverged member stopped in its first epoch: its final diagram at step 0 and at that epoch
+    assert _grid_steps(client, results[1].run_id) == [0, 1]

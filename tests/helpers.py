@@ -23,7 +23,8 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() els
 # 0.7 s run); tests of those turn them back on with *ARTIFACTS.
 TINY = ["data.n_students=1200", "trainer.max_epochs=3", "data.batch_size=128", "model.hidden=[16,8]",
         "mechanism.figure=false", "mechanism.page=false", "calibration.figure=false",
-        "tracking.reliability_every_n_epochs=1000"]
+        "tracking.reliability_every_n_epochs=1000",
+        "tracking.log_pyfunc=false"]  # ~0.2 s per run; tests/predict log it (and check that train() does)
 ARTIFACTS = ["mechanism.figure=true", "mechanism.page=true", "calibration.figure=true",
              "tracking.reliability_every_n_epochs=1"]
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import predict_request  # tests/predict/conftest.py
 from helpers import run_pipeline
+from mlflow import MlflowClient
 
 from dropout_risk.analysis.calibration import apply_temperature
 from dropout_risk.cli.run import run_cli
@@ -139,3 +140,21 @@ def test_a_run_with_a_pyfunc_model_keeps_it(cohort_run):
     before = client.search_logged_models([client.get_run(cohort_run.run_id).info.experiment_id])
     assert log_pyfunc_from_run(run) == cohort_run.uri
     assert len(client.search_logged_models([client.get_run(cohort_run.run_id).info.experiment_id])) == len(before)
+
+
+def test_train_logs_the_pyfunc_model_itself_by_default(tmp_path, new_store):
+    """tracking.log_pyfunc=true (the default outside sweeps): report_model logs `pyfunc_model` and,
+    with tracking.register_as, a registry version; a diverged run logs none."""
+    from conftest import compose_cfg
+
+    from dropout_risk.model.export import has_pyfunc_model
+    from dropout_risk.tracking.run import Run
+    from dropout_risk.training.train import train
+
+    store = new_store(tmp_path / "mlruns")
+    r = train(compose_cfg(store, "data.n_students=400", "tracking.log_pyfunc=true", "tracking.register_as=dr-own"))
+    client = MlflowClient(store["uri"])
+    assert has_pyfunc_model(Run(client, r.run_id, claim=False))
+    assert [v.run_id for v in client.search_model_versions("name = 'dr-own'")] == [r.run_id]
+    bad = train(compose_cfg(store, "data.n_students=400", "tracking.log_pyfunc=true", "optim=sgd", "optim.lr=1e4"))
+    assert bad.outcome == "diverged" and not has_pyfunc_model(Run(client, bad.run_id, claim=False))

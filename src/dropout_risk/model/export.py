@@ -109,7 +109,10 @@ def log_pyfunc_from_run(run: Run, register_as: str | None = None) -> str:
     from dropout_risk.data.loaders import load_data
     from dropout_risk.tracking.names import CONFIG_ARTIFACT, MODEL_ARTIFACT
 
-    if has_pyfunc_model(run):
+    logged = _logged_pyfunc(run)
+    if logged is not None:  # train() logged it already (tracking.log_pyfunc): register it if asked
+        if register_as:
+            _register(run, logged, register_as)
         return f"runs:/{run.run_id}/{PYFUNC_MODEL_NAME}"
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(run.client.download_artifacts(run.run_id, CONFIG_ARTIFACT, tmp)).read_text(encoding="utf-8")
@@ -126,7 +129,25 @@ def log_pyfunc_from_run(run: Run, register_as: str | None = None) -> str:
 
 def has_pyfunc_model(run: Run) -> bool:
     """Whether `run` has a logged model named PYFUNC_MODEL_NAME."""
+    return _logged_pyfunc(run) is not None
+
+
+def _logged_pyfunc(run: Run):
     experiment_id = run.client.get_run(run.run_id).info.experiment_id
     models = run.client.search_logged_models([experiment_id], filter_string=f"name = '{PYFUNC_MODEL_NAME}'",
                                              max_results=1000)
-    return any(m.source_run_id == run.run_id for m in models)
+    return next((m for m in models if m.source_run_id == run.run_id), None)
+
+
+def _register(run: Run, logged, name: str) -> None:
+    """A version of registered model `name` for the run's logged model, unless it has one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run.client.create_registered_model(name)
+    except MlflowException:  # exists
+        pass
+    versions = run.client.search_model_versions(f"name = '{name}'")
+    if not any(v.run_id == run.run_id for v in versions):
+        run.client.create_model_version(name, source=logged.artifact_location, run_id=run.run_id,
+                                        model_id=logged.model_id)

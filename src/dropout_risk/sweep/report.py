@@ -129,6 +129,10 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
         run.set_tags({"best_trial": str(best.number), TAG_BEST_RUN_ID: best.user_attrs.get("run_id", "")})
         if best.user_attrs.get("run_id"):
             run.client.set_tag(best.user_attrs["run_id"], "best", "true")
+            if cfg.tracking.log_model:  # trials skip the MLflow Model (~0.2 s each): the best gets it
+                from dropout_risk.model.export import log_pyfunc_from_run
+
+                log_pyfunc_from_run(Run(run.client, best.user_attrs["run_id"], claim=False), cfg.tracking.register_as)
     run.log_metrics(metrics, flush=True)
     verdict = None
     if best is not None and best.user_attrs.get("run_id") and y is not None:

@@ -14,6 +14,7 @@ from dropout_risk.analysis.catapult import catapult
 from dropout_risk.analysis.metrics import bayes_metrics
 from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.baselines import BASELINE_LABELS, Baseline
+from dropout_risk.model.export import log_pyfunc_model
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.plots.loss import steps_per_epoch
 from dropout_risk.tracking.names import (
@@ -144,6 +145,8 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
     if cfg.tracking.log_model:
         run.log_torch({"state_dict": module.net.state_dict(), "feature_names": dm.feature_names,
                        "mean": dm.mean, "std": dm.std, "config": resolved}, MODEL_ARTIFACT)
+        if cfg.tracking.log_pyfunc and not diverged:  # the MLflow Model: raw columns in, risk out
+            log_pyfunc_model(run, module, dm, cfg, metrics.get("temperature"), cfg.tracking.register_as)
     run.set_tags({TAG_OUTCOME: outcome, TAG_WEIGHTS: digest,
                   **({"best_baseline": versus.baseline} if versus else {}),
                   **({TAG_DIVERGED_AT_STEP: str(fitted.diverged_at_step), "diverged_reason": fitted.reason}

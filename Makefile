@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
 
-.PHONY: setup run train sweep test test-all lint ui tracking-server bench mutate clean
+.PHONY: setup run train sweep test test-all lint ui dashboard tracking-server bench mutate clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,15 @@ lint: setup
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root mlruns/artifacts --host 127.0.0.1 --port $(PORT)
+
+# optuna-dashboard on the sweeps' Optuna storage, bound to loopback (README: Sweeps in optuna-dashboard).
+# STORAGE: the journal file (default) or a database URL (sqlite:///..., postgresql://...).
+STORAGE ?= mlruns/optuna-journal.log
+DASH_PORT ?= 8080
+dashboard: setup
+	@$(VPY) -c "import optuna_dashboard" 2>/dev/null || $(VPY) -m pip install -q -c constraints.txt -e '.[dashboard]'
+	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASH_PORT) \
+	  $(if $(findstring ://,$(STORAGE)),,--storage-class JournalFileStorage) $(STORAGE)
 
 # An MLflow tracking server on PostgreSQL for sweeps on several machines (README: Scaling out).
 # Binds 127.0.0.1 by default. HOST=0.0.0.0 (or one address) serves other machines: then only with

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from dropout_risk.config.argv import quote_values
 from dropout_risk.errors import ConfigError
 
 _RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
@@ -18,15 +19,8 @@ class PredictError(ConfigError):
 
 
 def normalize_argv(args: list[str]) -> list[str]:
-    """Quote run ids, URIs and paths so Hydra keeps them as strings (an id like `123e4` would be a float)."""
-    out = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key in _QUOTED_KEYS and value not in ("", "null") and value[0] not in "'\"":
-            value = value.replace("\\", "\\\\").replace("'", "\\'")
-            arg = f"{key}='{value}'"
-        out.append(arg)
-    return out
+    """Quote run ids and paths so Hydra keeps them as strings (an id like `123e4` would be a float)."""
+    return quote_values(args, _QUOTED_KEYS)
 
 
 def check_request(req: DictConfig) -> None:

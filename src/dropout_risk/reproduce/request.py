@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from dropout_risk.config.argv import quote_values
 from dropout_risk.errors import ReproduceError
 from dropout_risk.tracking.names import CONFIG_ARTIFACT
 
@@ -19,14 +20,7 @@ _QUOTED_KEYS = ("run_id", "config", "data_path")  # values Hydra must not parse 
 
 def normalize_argv(args: list[str]) -> list[str]:
     """Quote run ids and paths so Hydra keeps them as strings (an id like `123e4` would be a float)."""
-    out = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key in _QUOTED_KEYS and value not in ("", "null") and value[0] not in "'\"":
-            value = value.replace("\\", "\\\\").replace("'", "\\'")
-            arg = f"{key}='{value}'"
-        out.append(arg)
-    return out
+    return quote_values(args, _QUOTED_KEYS)
 
 
 def check_request(req: DictConfig) -> None:

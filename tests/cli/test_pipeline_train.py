@@ -88,7 +88,7 @@ def test_bad_input_in_a_new_process_is_one_line_exit_2_and_leaves_no_run(tmp_pat
         (["optim=adam"], "optim=adam is not an option: choose one of adamw, sgd"),
         (["trainer.max_epochs=ten"], "trainer.max_epochs"),
         (["optim.lr=-1"], "optim.lr=-1.0 must be > 0"),
-        (["experiment=pitfall_lr_divergence"], "is a sweep preset: run python pipelines/sweep.py"),
+        (["experiment=pitfall_lr_divergence"], "is a sweep preset: run .venv/bin/python pipelines/sweep.py"),
     ],
 )
 def test_bad_config_is_one_line_exit_2_and_leaves_no_run(capsys, client, store, args, needle):

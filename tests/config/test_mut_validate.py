@@ -61,8 +61,11 @@ def test_a_pitfall_preset_runs_only_from_its_own_pipeline() -> None:
     check_pipeline(sweep_preset, "sweep")
     with pytest.raises(ConfigError) as info:
         check_pipeline(sweep_preset, "train")
+    from dropout_risk.config.paths import pipeline_command
+
     assert str(info.value) == ("experiment=pitfall_lr_divergence is a sweep preset: run "
-                               "python pipelines/sweep.py experiment=pitfall_lr_divergence")
+                               + pipeline_command("sweep.py", "experiment=pitfall_lr_divergence"))
+    assert pipeline_command("sweep.py", "a=1").endswith("python pipelines/sweep.py a=1")
     train_preset = _cfg("experiment=pitfall_no_zero_grad")
     check_pipeline(train_preset, "train")
     with pytest.raises(ConfigError, match="^experiment=pitfall_no_zero_grad is a train preset"):

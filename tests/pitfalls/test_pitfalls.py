@@ -4,6 +4,7 @@ to its healthy counterpart and ends with a comparison and an explanation compute
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -115,8 +116,15 @@ def test_lr_divergence_preset_has_a_diverged_trial(make_cfg, client, tmp_path) -
 
 
 def test_presets_run_from_their_own_pipeline(make_cfg) -> None:
-    with pytest.raises(ConfigError, match="python pipelines/sweep.py experiment=pitfall_lr_divergence"):
+    with pytest.raises(ConfigError, match="python pipelines/sweep.py experiment=pitfall_lr_divergence") as info:
         check_pipeline(make_cfg("experiment=pitfall_lr_divergence"), "train")
+    # runs as printed: this venv's python and the script, from the working folder
+    import shlex
+    from pathlib import Path
+
+    command = shlex.split(str(info.value).split(": run ", 1)[1])
+    assert Path(command[0]).resolve() == Path(sys.executable).resolve() and Path(command[1]).is_file()
+    assert command[2:] == ["experiment=pitfall_lr_divergence"]
     with pytest.raises(ConfigError, match="python pipelines/train.py experiment=pitfall_no_zero_grad"):
         check_pipeline(make_cfg("experiment=pitfall_no_zero_grad", config="sweep"), "sweep")
     check_pipeline(make_cfg(), "train")  # an ordinary run is no preset

@@ -10,6 +10,7 @@ from typing import Any, get_args, get_type_hints
 from omegaconf import DictConfig
 
 from dropout_risk.config.optim_args import optimizer_args
+from dropout_risk.config.paths import pipeline_command
 from dropout_risk.config.safety import check_config
 from dropout_risk.config.schema import ACTIVATION_NAMES, SCHEMA_VERSION, Config
 from dropout_risk.config.targets import check_targets
@@ -23,10 +24,10 @@ def check_pipeline(cfg: DictConfig, pipeline: str) -> None:
     p = cfg.pitfall
     if p.name and p.pipeline != pipeline:
         raise ConfigError(f"experiment=pitfall_{p.name} is a {p.pipeline} preset: run "
-                          f"python pipelines/{p.pipeline}.py experiment=pitfall_{p.name}")
+                          + pipeline_command(f"{p.pipeline}.py", f"experiment=pitfall_{p.name}"))
     if pipeline == "train" and cfg.get("sweep") is not None and list(cfg.sweep.lr_over_gd_threshold):
         raise ConfigError("sweep.lr_over_gd_threshold scans learning rates (experiment=edge_of_stability): run "
-                          "python pipelines/sweep.py with it")
+                          + pipeline_command("sweep.py") + " with it")
 
 
 def _dataclass_in(hint: Any) -> type | None:
@@ -126,7 +127,7 @@ def validate(cfg: DictConfig) -> None:
          f"data.cv_fold={d.cv_fold} must be one of 0..{d.cv_folds - 1} of data.cv_folds={d.cv_folds}"
          if d.cv_folds >= 2 else f"data.cv_fold={d.cv_fold} needs data.cv_folds=K >= 2 (or data.cv_fold=null)")
     need(cfg.get("sweep") is None or d.cv_folds == 0,
-         f"data.cv_folds={d.cv_folds}: cross-validation runs from python pipelines/train.py, not in a sweep")
+         f"data.cv_folds={d.cv_folds}: cross-validation runs from {pipeline_command('train.py')}, not in a sweep")
     if d.kind in ("csv", "uci_dropout"):
         need(bool(d.path), f"data={d.kind} needs a file: pass data.path=/path/to/file.csv")
     if d.kind == "csv":

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from dropout_risk.analysis.thresholds import adam_threshold, gd_lr_threshold
 from dropout_risk.format import sig
 from dropout_risk.plots.divergence import _log_limits, _PlainLogFormatter
 from dropout_risk.plots.reliability import _DIVERGED_COLOR, _THEORY_COLOR, _TRAIN_COLOR, _VAL_COLOR, DPI
@@ -50,10 +51,9 @@ def _key(lr: float) -> float:
 class AtlasRun:
     """One run of the sweep as the atlas draws it; steps are 1-based (``step_losses[0]`` is step 1).
 
-    ``outcome`` is ``converged``, ``diverged``, ``pruned`` or ``catapult`` (converged after a
-    catapult, ``analysis.catapult``); final losses are NaN where there are none (diverged).
-    ``sharpness`` (lambda_max of the training-loss Hessian) and ``preconditioned`` (of the
-    Adam-preconditioned Hessian, None if not measured) are measured at ``sharpness_steps``.
+    ``outcome``: converged, diverged, pruned or catapult (converged after a catapult, analysis.catapult);
+    final losses are NaN where there are none (diverged). ``sharpness`` (lambda_max of the training-loss
+    Hessian) and ``preconditioned`` (Adam-preconditioned, None if not measured) are at ``sharpness_steps``.
     """
 
     lr: float
@@ -98,7 +98,7 @@ def is_adaptive(optimizer: str) -> bool:
 
 def edge_threshold(lr: float, optimizer: str, beta1: float = 0.9) -> float:
     """The edge-of-stability threshold at ``lr``: 2/lr, or (2 + 2 beta1)/((1 - beta1) lr) for Adam."""
-    return (2 + 2 * beta1) / ((1 - beta1) * lr) if is_adaptive(optimizer) else 2 / lr
+    return adam_threshold(lr, beta1) if is_adaptive(optimizer) else gd_lr_threshold(lr)
 
 
 def _edge_label(optimizer: str, beta1: float) -> str:

@@ -127,9 +127,12 @@ def stop_process_group(proc, grace: float = 20) -> None:
 
 
 def start_mlflow_server(args, cwd: Path, log_dir: Path | None = None, env: dict | None = None, tries: int = 5,
-                        timeout: float = 240, probe=None, ports=()):
+                        timeout: float = 240, probe=None, ports=(), command=("server",),
+                        listening_line=r"running on https?://127\.0\.0\.1:{port}\b"):
     """Start ``mlflow server *args --host 127.0.0.1 --port <port>`` in its own process group and
-    return ``(process, port)`` once it is ready; stop it with stop_process_group.
+    return ``(process, port)`` once it is ready; stop it with stop_process_group. ``command``:
+    another mlflow subcommand that takes --host/--port (("models", "serve"): a served model),
+    whose output says it listens by ``listening_line`` (a regex with {port}).
 
     The port is picked free just before the start, so another process may take it in between.
     Ready means: the server is alive, its output says *it* listens on the port (uvicorn's
@@ -153,9 +156,9 @@ def start_mlflow_server(args, cwd: Path, log_dir: Path | None = None, env: dict 
     for _ in range(tries):
         port = next(candidates, None) or _pick_port()
         log_path = log_dir / f"mlflow-server-{port}.log"
-        listening = re.compile(rf"running on https?://127\.0\.0\.1:{port}\b")
+        listening = re.compile(listening_line.format(port=port))
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([MLFLOW, "server", *args, "--host", "127.0.0.1", "--port", str(port)],
+            proc = subprocess.Popen([MLFLOW, *command, *args, "--host", "127.0.0.1", "--port", str(port)],
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=cwd, env=env)
         deadline = time.monotonic() + timeout
@@ -167,7 +170,7 @@ def start_mlflow_server(args, cwd: Path, log_dir: Path | None = None, env: dict 
                     failures.append(f"port {port} taken")
                     break
                 if exited:
-                    pytest.fail(f"mlflow server exited with {proc.returncode} before it was ready "
+                    pytest.fail(f"mlflow {' '.join(command)} exited with {proc.returncode} before it was ready "
                                 f"(port {port}): {output[-2000:]}")
                 if listening.search(output):
                     try:
@@ -176,13 +179,13 @@ def start_mlflow_server(args, cwd: Path, log_dir: Path | None = None, env: dict 
                     except Exception:  # noqa: BLE001 - not up yet
                         pass
                 if time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server on port {port} not ready within {timeout:.0f} s: {output[-2000:]}")
+                    pytest.fail(f"mlflow {' '.join(command)} on port {port} not ready within {timeout:.0f} s: {output[-2000:]}")
                 time.sleep(0.5)
         except BaseException:
             stop_process_group(proc)
             raise
         stop_process_group(proc)
-    pytest.fail(f"mlflow server did not start in {tries} tries: {', '.join(failures)}")
+    pytest.fail(f"mlflow {' '.join(command)} did not start in {tries} tries: {', '.join(failures)}")
 
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_cfg, predict_request, train_with_pyfunc
-from helpers import MLFLOW, UCI_DROPOUT_CSV, _pick_port, shared_file, stop_process_group
+from helpers import MLFLOW, UCI_DROPOUT_CSV, shared_file, start_mlflow_server, stop_process_group
 
 from dropout_risk.predict.run import run_predict
 
@@ -41,46 +38,19 @@ def test_the_uci_file_trains_and_scores(tmp_path, new_store):
     assert any(line.startswith("calibrated_probability: p10") for line in lines)
 
 
-_PORT_TAKEN = ("address already in use", "errno 98")
+def _ping(base: str) -> bool:
+    with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
+        return resp.status == 200
 
 
-def _serve(uri: str, store_uri: str, cwd, tries: int = 5, timeout: float = 180):
+def _serve(uri: str, store_uri: str, cwd):
     """`mlflow models serve --env-manager local` on a free port (a new one if another process took it
     first); (process, port) once /ping answers."""
     # --env-manager local runs `uvicorn` from PATH: the venv's
     env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri,
            "PATH": f"{Path(MLFLOW).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for _ in range(tries):
-        port = _pick_port()
-        log_path = cwd / f"serve-{port}.log"
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen([MLFLOW, "models", "serve", "--env-manager", "local", "-m", uri, "-p", str(port),
-                                     "-h", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=cwd, env=env)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                exited = proc.poll() is not None
-                output = log_path.read_text(errors="replace")
-                if any(m in output.lower() for m in _PORT_TAKEN):
-                    break
-                if exited:
-                    pytest.fail(f"mlflow models serve exited with {proc.returncode}: {output[-2000:]}")
-                if re.search(rf"127\.0\.0\.1:{port}\b", output):
-                    try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
-                            if resp.status == 200:
-                                return proc, port
-                    except OSError:
-                        pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mlflow models serve not ready within {timeout:.0f} s: {output[-2000:]}")
-                time.sleep(0.5)
-        except BaseException:
-            stop_process_group(proc)
-            raise
-        stop_process_group(proc)
-    pytest.fail(f"mlflow models serve found no free port in {tries} tries")
+    return start_mlflow_server(["--env-manager", "local", "-m", uri], cwd=cwd, env=env, timeout=180, probe=_ping,
+                               command=("models", "serve"), listening_line=r"127\.0\.0\.1:{port}\b")
 
 
 @pytest.mark.slow

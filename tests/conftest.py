@@ -4,7 +4,16 @@ run_pipeline, ...) live in helpers.py."""
 
 from __future__ import annotations
 
+import os
 import shutil
+
+# Under pytest-xdist every worker (and each pipeline process a test starts) shares the machine's
+# cores with the others: one intra-op thread each, not one per core (measured on 2 cores: the fast
+# suite took 96-102 s with torch's and OpenMP's default threads, 86 s with one). Set before torch
+# and numpy load their thread pools; a user's own setting wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import pytest
 from helpers import CONF, TINY

@@ -18,14 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python"
 
-# What every test run shrinks: a small cohort, few epochs, and only the final reliability diagram
-# (the lab page, the flow and calibration figures and the per-epoch diagrams cost ~0.5 s of a
-# 0.7 s run); tests of those turn them back on with *ARTIFACTS.
+# What every test run shrinks: a small cohort, few epochs, and no figures (the lab page, the flow,
+# calibration and reliability figures and loss.png cost ~0.8 s of a 1 s run); tests of those turn
+# them back on: FIGURES for the final reliability diagram and loss.png, ARTIFACTS for all of them.
 TINY = ["data.n_students=1200", "trainer.max_epochs=3", "data.batch_size=128", "model.hidden=[16,8]",
         "mechanism.figure=false", "mechanism.page=false", "calibration.figure=false",
-        "tracking.reliability_every_n_epochs=1000",
+        "tracking.reliability_every_n_epochs=1000", "tracking.figures=false",
         "tracking.log_pyfunc=false"]  # ~0.2 s per run; tests/predict log it (and check that train() does)
-ARTIFACTS = ["mechanism.figure=true", "mechanism.page=true", "calibration.figure=true",
+FIGURES = ["tracking.figures=true"]
+ARTIFACTS = [*FIGURES, "mechanism.figure=true", "mechanism.page=true", "calibration.figure=true",
              "tracking.reliability_every_n_epochs=1"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

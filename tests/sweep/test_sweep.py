@@ -31,7 +31,7 @@ def _sweep_cfg(make_cfg, tmp_path, *extra):
 
 
 def test_sweep_end_to_end(make_cfg, client, tmp_path):
-    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=e2e")
+    cfg = _sweep_cfg(make_cfg, tmp_path, "sweep.study=e2e", "tracking.figures=true")
     lines: list[str] = []
     result = run_sweep(cfg, log=lines.append)
     parent = client.get_run(result.parent_run_id)

@@ -116,7 +116,7 @@ def test_early_stopping_and_pruning_stop_one_member(cohort):
 
 
 def test_train_population_logs_one_run_per_member(make_cfg, client):
-    cfg = make_cfg(*TINY, "baselines=none", "mechanism.every_n_steps=0")
+    cfg = make_cfg(*TINY, "tracking.figures=true", "baselines=none", "mechanism.every_n_steps=0")
     specs = [MemberSpec(member_config(cfg, lr, seed, f"member-{i}"), tags={"case": "population"})
              for i, (lr, seed) in enumerate([(1e-2, None), (80.0, None), (1e-2, 7)])]
     results = train_population(specs)

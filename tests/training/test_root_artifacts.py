@@ -8,10 +8,15 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from helpers import TINY
+from helpers import FIGURES, TINY
 from PIL import Image
 
-from dropout_risk.tracking.names import CALIBRATION_ARTIFACT, RELIABILITY_ARTIFACT, RELIABILITY_IMAGE_KEY
+from dropout_risk.tracking.names import (
+    CALIBRATION_ARTIFACT,
+    PREDICTIONS_ARTIFACT,
+    RELIABILITY_ARTIFACT,
+    RELIABILITY_IMAGE_KEY,
+)
 from dropout_risk.training.train import train
 from dropout_risk.training.train_population import MemberSpec, member_config, train_population
 
@@ -42,20 +47,20 @@ def _check_root(client, run_id: str, calibration: bool) -> None:
 
 
 def test_a_train_run_logs_the_compare_page_figures_at_the_root(make_cfg, client):
-    result = train(make_cfg("calibration.figure=true", "trainer.early_stopping.enabled=false"))
+    result = train(make_cfg(*FIGURES, "calibration.figure=true", "trainer.early_stopping.enabled=false"))
     _check_root(client, result.run_id, calibration=True)
     # only the final diagram drawn (every=1000 as in sweeps): at step 0, where the grid opens, and the last epoch
     assert _grid_steps(client, result.run_id) == [0, 3]
 
 
 def test_per_epoch_diagrams_stay_at_their_epochs(make_cfg, client):
-    result = train(make_cfg("tracking.reliability_every_n_epochs=1", "trainer.early_stopping.enabled=false"))
+    result = train(make_cfg(*FIGURES, "tracking.reliability_every_n_epochs=1", "trainer.early_stopping.enabled=false"))
     _check_root(client, result.run_id, calibration=False)
     assert _grid_steps(client, result.run_id) == [1, 2, 3]
 
 
 def test_population_members_log_the_root_figures_and_a_diverged_one_its_final_diagram(make_cfg, client):
-    cfg = make_cfg(*TINY, "optim=sgd", "trainer.early_stopping.enabled=false", "baselines=none",
+    cfg = make_cfg(*TINY, *FIGURES, "optim=sgd", "trainer.early_stopping.enabled=false", "baselines=none",
                    "mechanism.every_n_steps=0")
     specs = [MemberSpec(member_config(cfg, lr, name=f"root-{i}")) for i, lr in enumerate((0.05, 1e4))]
     results = train_population(specs)
@@ -65,3 +70,17 @@ def test_population_members_log_the_root_figures_and_a_diverged_one_its_final_di
     assert _grid_steps(client, results[0].run_id) == [0, 3]
     # the diverged member stopped in its first epoch: its final diagram at step 0 and at that epoch
     assert _grid_steps(client, results[1].run_id) == [0, 1]
+
+
+def test_figures_off_logs_the_numbers_and_predictions_but_no_image(make_cfg, client):
+    """tracking.figures=false (big sweeps): no reliability diagram, no loss.png, no grid image; the
+    metrics and predictions.npz, from which compare.py redraws, are all still there."""
+    on = client.get_run(train(make_cfg(*FIGURES, "trainer.early_stopping.enabled=false")).run_id)
+    off_id = train(make_cfg("tracking.figures=false", "trainer.early_stopping.enabled=false")).run_id
+    off = client.get_run(off_id)
+    top = {f.path for f in client.list_artifacts(off_id)}
+    assert not {"reliability.png", "loss.png", "images"} & top and not _grid_steps(client, off_id)
+    assert {f.path for f in client.list_artifacts(off_id, "plots")} == set()
+    assert PREDICTIONS_ARTIFACT in {f.path for f in client.list_artifacts(off_id, "predictions")}
+    assert off.data.tags["outcome"] == "converged" and set(off.data.metrics) == set(on.data.metrics)
+    assert off.data.metrics["val/log_loss"] == on.data.metrics["val/log_loss"]  # same training, same numbers

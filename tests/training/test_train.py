@@ -242,7 +242,7 @@ def test_guard_disabled_trains_through_a_divergence(make_cfg, client):
 
 def test_calibration_none_logs_no_temperature(make_cfg, client):
     # calibration.figure=true too: without a temperature there is no "after" to draw
-    result = train(make_cfg("calibration=none", "calibration.figure=true", "mechanism.figure=false",
+    result = train(make_cfg("calibration=none", "calibration.figure=true", "tracking.figures=true", "mechanism.figure=false",
                             "mechanism.page=false", "tracking.reliability_every_n_epochs=1000"))
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -330,7 +330,7 @@ def test_failure_after_start_ends_failed(make_cfg, client, monkeypatch):
     monkeypatch.setattr(mod, "log_reliability", boom)
     case = uuid.uuid4().hex  # this test's run, whatever else the session's store holds
     with pytest.raises(RuntimeError, match="disk full"):
-        train(make_cfg("mechanism.figure=false", f"+tags.test_case={case}"))
+        train(make_cfg("tracking.figures=true", "mechanism.figure=false", f"+tags.test_case={case}"))
     (run,) = _runs_tagged(client, "test_case", case)
     assert run.info.status == "FAILED"
     assert run.data.tags["outcome"] == "failed"

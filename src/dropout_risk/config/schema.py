@@ -33,6 +33,7 @@ ADDED_KEYS: dict[str, object] = {
     "stability.catapult_margin": 0.5,
     "tracking.log_pyfunc": False,  # before it, no run logged an MLflow pyfunc model
     "tracking.register_as": None,
+    "tracking.figures": True,  # before it, every run drew its figures
 }
 
 
@@ -191,6 +192,9 @@ class TrackingConfig:
     # the trained model as an MLflow pyfunc model `pyfunc_model` (raw columns in, risk out; ~0.2 s a run)
     log_pyfunc: bool = MISSING
     register_as: str | None = MISSING  # also register that model in the Model Registry under this name
+    # the run's reliability diagrams and loss.png (~0.25 s a run: the largest part of a sweep
+    # trial's report); false logs the numbers and predictions.npz only (compare.py redraws from it)
+    figures: bool = MISSING
 
 
 # The sweep group keeps its values (those of conf/sweep/default.yaml): only conf/sweep.yaml picks

@@ -158,7 +158,7 @@ def _seed_metrics(per: pd.DataFrame, interval: tuple[float | None, float | None]
 def _scan_diagrams(run: Run, scan: pd.DataFrame) -> list:
     """Each scan trial's final reliability diagram, opened lazily (PIL), in lr order: the trial's
     own plots/reliability_val.png, which train() titles with the lr, the outcome and the ECE. A
-    trial without one (it failed before drawing it) is left out."""
+    trial without one (it failed before drawing it, or tracking.figures=false) is left out."""
     import io
 
     from PIL import Image

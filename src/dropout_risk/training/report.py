@@ -121,10 +121,12 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
                else f"{outcome} · ECE {metrics['val/ece']:.3f}"
                + (f" · best epoch {reported} of {trained}" if reported != trained else ""))
     references = [(BASELINE_LABELS.get(b.name, b.name), b.p["val"]) for b in baselines]
-    log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}", reported,
-                    references, metrics.get("val/smece"))
-    log_loss(run, fitted.train_loss, module.val_history, steps_per_epoch(len(dm.tensors["train"][0]), cfg.data.batch_size),
-             f"{name} · {verdict}", fitted.diverged_at_step if diverged else None)
+    if cfg.tracking.figures:
+        log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}", reported,
+                        references, metrics.get("val/smece"))
+        log_loss(run, fitted.train_loss, module.val_history,
+                 steps_per_epoch(len(dm.tensors["train"][0]), cfg.data.batch_size),
+                 f"{name} · {verdict}", fitted.diverged_at_step if diverged else None)
     log_mechanism(run, cfg, module, dm, name, first_flow)
     run.log_dataset(dm.data.name, dm.fingerprint(), dict(dm.data.features.dtypes.items()))
     # Final predictions, so reports (compare's grid and curves) can redraw without re-running.

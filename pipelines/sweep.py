@@ -26,8 +26,8 @@ _started: list = []
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
-def main(cfg: DictConfig) -> None:
-    def job() -> None:
+def main(cfg: DictConfig):
+    def job():
         check_pipeline(cfg, "sweep")
         workers = list(_started) or start_local_workers(cfg)
         _started.clear()  # the next job of a multirun starts its own
@@ -44,8 +44,9 @@ def main(cfg: DictConfig) -> None:
                 from dropout_risk.pitfalls.run import run_sweep_pitfall
 
                 print_pitfall_summary(run_sweep_pitfall(cfg, result), cfg)
+        return result
 
-    run_cli(job)
+    return run_cli(job)
 
 
 if __name__ == "__main__":

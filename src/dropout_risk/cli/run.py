@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from dropout_risk.data.base import DataError
 from dropout_risk.errors import ConfigError
@@ -32,9 +33,15 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
-def run_cli(job: Callable[[], int | None]) -> None:
+def run_cli(job: Callable[[], Any]) -> Any:
     """Run `job`; turn user errors into `error: <one line>` and exit code 2. A non-zero int
-    returned by the job becomes the exit code (returning normally keeps Hydra multiruns going)."""
+    returned by the job becomes the exit code. In a multirun (-m) a failed job is recorded and
+    returned instead (cli/multirun.py), so that the other jobs run; the multirun's end sets the
+    exit code."""
+    from dropout_risk.cli.multirun import in_multirun, run_multirun_job
+
+    if in_multirun():
+        return run_multirun_job(job, USER_ERRORS)
     try:
         code = job()
     except USER_ERRORS as exc:
@@ -43,5 +50,6 @@ def run_cli(job: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted: the run was closed as KILLED", file=sys.stderr)
         sys.exit(130)
-    if code:
+    if isinstance(code, int) and code:
         sys.exit(code)
+    return code

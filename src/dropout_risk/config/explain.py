@@ -10,6 +10,13 @@ def _group_options(group: str) -> list[str]:
     return [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
 
 
+def _is_free_form(node) -> bool:
+    """A dict node whose keys are the user's own (`tags`), not a schema dataclass's fields."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict
+
+
 def explain_error(exc: BaseException, overrides: list[str]) -> str:
     """One line for a Hydra/OmegaConf composition error: the key, the problem, the fix."""
     import difflib
@@ -34,6 +41,9 @@ def explain_error(exc: BaseException, overrides: list[str]) -> str:
         node = getattr(cause, "parent_node", None)
         if node is not None:
             known = [str(k) for k in node.keys() if not str(k).startswith("_") and not (k == "hydra" and not parent)]
+        if node is not None and _is_free_form(node) and full_key:  # tags, baselines.models.<name>: + adds a key
+            value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == full_key), "<value>")
+            return f"'{full_key}' is not set, so it cannot be overridden: add it with +{full_key}={value}"
         close = difflib.get_close_matches(full_key.rsplit(".", 1)[-1], known, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else (
             f"keys here: {', '.join(known)}" if known else "check the spelling against conf/")

@@ -32,7 +32,24 @@ def optimizer_args(optim: dict[str, Any], path: str = "optim") -> tuple[type, di
     dummy parameter, so it fails here rather than inside the run)."""
     import torch
 
-    target = str(optim.get("_target_"))
+    cls, args = optimizer_keys(optim, path)
+    try:
+        cls([torch.nn.Parameter(torch.zeros(1))], **args)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"{path}: {target_of(optim)} refuses these arguments ({first}); fix the value in {path}") from None
+    return cls, args
+
+
+def target_of(optim: dict[str, Any]) -> str:
+    return str(optim.get("_target_"))
+
+
+def optimizer_keys(optim: dict[str, Any], path: str = "optim") -> tuple[type, dict[str, Any]]:
+    """(the optimiser class, its keyword arguments) with every key checked against the
+    constructor's signature (and `_partial_`), the values not yet: the part of `optimizer_args`
+    that holds for every job of a multirun alike."""
+    target = target_of(optim)
     cls = optimizer_class(target)
     if optim.get("_partial_", True) is not True:
         raise ConfigError(f"{path}._partial_={optim.get('_partial_')!r}: the optimiser is built later with the "
@@ -49,9 +66,4 @@ def optimizer_args(optim: dict[str, Any], path: str = "optim") -> tuple[type, di
                       if option in ("sgd", "adamw") and key in _CONFIG_OPTIMIZER_ARGS else "")
             raise ConfigError(f"{path}.{key} is not an argument of {target}: remove it ({'~' + path}.{key}) or use one "
                               f"of {', '.join(accepted)}{switch}")
-    try:
-        cls([torch.nn.Parameter(torch.zeros(1))], **args)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"{path}: {target} refuses these arguments ({first}); fix the value in {path}") from None
     return cls, args

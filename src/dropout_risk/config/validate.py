@@ -9,7 +9,7 @@ from typing import Any, get_args, get_type_hints
 
 from omegaconf import DictConfig
 
-from dropout_risk.config.optim_args import optimizer_args
+from dropout_risk.config.optim_args import optimizer_args, optimizer_keys
 from dropout_risk.config.paths import pipeline_command
 from dropout_risk.config.safety import check_config
 from dropout_risk.config.schema import ACTIVATION_NAMES, SCHEMA_VERSION, Config
@@ -63,10 +63,10 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks beyond the schema's types. Raises ConfigError naming the key and the fix.
-    First what makes a config data (config/safety.py): no resolver call anywhere, then the
-    resolved values alone are checked (allow-list at any depth, keys, optimiser arguments)."""
+def validate_keys(cfg: DictConfig) -> dict:
+    """The checks that hold for every job of a multirun alike (`-m` checks them once, before any
+    job): what makes a config data (config/safety.py: no resolver call anywhere), its schema
+    version, the `_target_` allow-list and that every key is known. Returns the resolved config."""
     resolved = check_config(cfg)  # first: reading any value resolves it
     version = resolved.get("schema_version", SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
@@ -76,6 +76,16 @@ def validate(cfg: DictConfig) -> None:
         )
     check_targets(resolved)
     check_known_keys(resolved)
+    if "optim" in resolved:
+        optimizer_keys(resolved["optim"])  # +optim.lrr=0.1: a key torch would refuse, in every job alike
+    return resolved
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks beyond the schema's types. Raises ConfigError naming the key and the fix.
+    First the keys (validate_keys), then the values alone (ranges, combinations, the optimiser's
+    arguments): a multirun job with a bad value fails alone, the others run."""
+    resolved = validate_keys(cfg)
 
     def need(ok: bool, msg: str) -> None:
         if not ok:

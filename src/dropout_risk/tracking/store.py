@@ -56,6 +56,11 @@ LOCK_TIMEOUT_S = 120.0  # MLflow's migration of a new store takes ~2 s
 
 
 def _first_open(uri: str) -> None:
+    import logging
+
+    # MLflow's INFO lines on creating and migrating a new store's tables are not for our users
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     check_tracking(uri)  # a tracking server: reachable and accepting us, or one line (not minutes of retries)
     path = sqlite_path(uri)
     with store_lock(path) if path is not None else nullcontext():

@@ -25,6 +25,7 @@ def register_compare_config() -> None:
     cs = ConfigStore.instance()
     cs.store(name="compare_schema", node=CompareConfig)
     cs.store(name="compare", node=OmegaConf.load(COMPARE_YAML))
+    cs.store(group="hydra/help", name="compare", node=OmegaConf.load(CONF_DIR / "hydra" / "help" / "compare.yaml"))
 
 
 _GROUP_NAMED_KEYS = ("sweep", "experiment")  # also config groups of the training app

@@ -49,9 +49,18 @@ def main(cfg: DictConfig):
     return run_cli(job)
 
 
+def _start(cfg: DictConfig) -> None:
+    """As soon as the command line composed: say what starts (the imports take seconds), start the workers."""
+    sw = cfg.sweep
+    scan = f"{len(sw.lr_over_gd_threshold)} multiples of 2/lambda_max" if sw.lr_over_gd_threshold else f"{sw.n_scan} lrs"
+    print(f"sweep: {scan} x {sw.seeds} seed(s) + {sw.n_refine} refine, {sw.n_workers} worker(s); "
+          "loading torch, Lightning, MLflow", flush=True)
+    _started.extend(start_local_workers(cfg))
+
+
 if __name__ == "__main__":
     try:
-        preflight("sweep", on_composed=lambda cfg: _started.extend(start_local_workers(cfg)))
+        preflight("sweep", on_composed=_start)
     except BaseException:  # a bad config: the workers must not wait for a study that never comes
         stop_workers(_started)
         raise

@@ -84,3 +84,35 @@ def test_figures_off_logs_the_numbers_and_predictions_but_no_image(make_cfg, cli
     assert PREDICTIONS_ARTIFACT in {f.path for f in client.list_artifacts(off_id, "predictions")}
     assert off.data.tags["outcome"] == "converged" and set(off.data.metrics) == set(on.data.metrics)
     assert off.data.metrics["val/log_loss"] == on.data.metrics["val/log_loss"]  # same training, same numbers
+
+
+def test_per_epoch_diagrams_drawn_beside_training_land_at_their_epochs(make_cfg, client, monkeypatch):
+    """8 per-epoch diagrams: a forked process draws them during fit (training/diagrams.py), this
+    process the ones it had not started at the end; the grid has each epoch once, the final one
+    with its verdict (drawn here, not by the drawing process), and no drawing process is left."""
+    import multiprocessing
+
+    import dropout_risk.training.diagrams as diagrams
+
+    made = []
+    monkeypatch.setattr(diagrams.EpochDiagrams, "__init__", _recording(diagrams.EpochDiagrams.__init__, made))
+    result = train(make_cfg(*FIGURES, "tracking.reliability_every_n_epochs=1", "trainer.max_epochs=8",
+                            "trainer.early_stopping.enabled=false"))
+    assert len(made) == 1  # the pool was used (8 >= POOL_MIN)
+    assert _grid_steps(client, result.run_id) == list(range(1, 9))
+    files = [f.path for f in client.list_artifacts(result.run_id, "images")]
+    assert len([f for f in files if f.endswith(".png")]) == 8 and len([f for f in files if f.endswith(".webp")]) == 8
+    final = next(f for f in files if "+step+8+" in f and f.endswith(".png"))
+    assert _bytes(client, result.run_id, final) == _bytes(client, result.run_id, "reliability.png")
+    first = Image.open(io.BytesIO(_bytes(client, result.run_id, next(f for f in files if "+step+1+" in f
+                                                                     and f.endswith(".png")))))
+    assert first.size == (450, 500)  # a one-line title: the final one is taller (its verdict line)
+    assert not multiprocessing.active_children()
+
+
+def _recording(init, made):
+    def wrapped(self, *a, **k):
+        made.append(self)
+        init(self, *a, **k)
+
+    return wrapped

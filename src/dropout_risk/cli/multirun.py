@@ -150,6 +150,10 @@ class MultirunGroup(Callback):
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:  # a single run: nothing to group
+            return
 
         num, overrides = int(config.hydra.job.num), list(job_return.overrides or [])
         value = job_return.return_value if job_return.status == JobStatus.COMPLETED else job_return._return_value

@@ -7,7 +7,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk.config.safety import check_received_text
-from dropout_risk.config.schema import ADDED_KEYS, SCHEMA_VERSION, AdamWConfig, Config, OptimConfig, SGDConfig
+from dropout_risk.config.schema import (
+    ADDED_KEYS,
+    REMOVED_KEYS,
+    SCHEMA_VERSION,
+    AdamWConfig,
+    Config,
+    OptimConfig,
+    SGDConfig,
+)
 from dropout_risk.config.targets import check_targets
 from dropout_risk.config.validate import cuda_available, validate
 from dropout_risk.errors import ConfigError, ReproduceError
@@ -63,6 +71,13 @@ def load_config_text(text: str, source: str) -> DictConfig:
     if version > SCHEMA_VERSION:  # before the key checks: a newer schema may have keys we do not know
         raise ReproduceError(f"{source}: schema_version={version} was written by a newer dropout-risk (this one reads "
                              f"<= {SCHEMA_VERSION}); upgrade dropout-risk to re-run it")
+    for key in REMOVED_KEYS:  # saved while the key existed; nothing a result depends on
+        section, _, leaf = key.rpartition(".")
+        node = raw
+        for part in section.split(".") if section else []:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     for key, value in ADDED_KEYS.items():  # saved before the key existed: what it meant then
         section, _, leaf = key.rpartition(".")
         node = raw

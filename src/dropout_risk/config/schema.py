@@ -34,7 +34,10 @@ ADDED_KEYS: dict[str, object] = {
     "tracking.log_pyfunc": False,  # before it, no run logged an MLflow pyfunc model
     "tracking.register_as": None,
     "tracking.figures": True,  # before it, every run drew its figures
+    "trainer.progress": "auto",  # it replaced trainer.progress_bar (REMOVED_KEYS)
 }
+# Keys a saved config may hold that are gone: display only, dropped when it is read back.
+REMOVED_KEYS = ("trainer.progress_bar",)
 
 
 # model.activation choices (dropout_risk.model.mlp maps them to torch.nn classes).
@@ -117,7 +120,7 @@ class TrainerConfig:
     devices: int = MISSING
     deterministic: bool = MISSING
     num_threads: int = MISSING  # torch intra-op threads; 0 keeps torch's default
-    progress_bar: bool = MISSING
+    progress: str = MISSING  # auto (bar on a terminal, else lines) | bar | lines | none
     seed: int | None = None  # initialisation and data order; None: the top-level seed (which also seeds data and split)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 

@@ -17,6 +17,7 @@ from dropout_risk.config.targets import check_targets
 from dropout_risk.errors import ConfigError
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+PROGRESS = ("auto", "bar", "lines", "none")
 
 
 def check_pipeline(cfg: DictConfig, pipeline: str) -> None:
@@ -102,6 +103,7 @@ def validate(cfg: DictConfig) -> None:
     need(t.accelerator not in ("gpu", "cuda") or cuda_available(),
          f"trainer.accelerator={t.accelerator}: this machine has no CUDA GPU (torch.cuda.is_available() is false); "
          "pass trainer.accelerator=cpu")
+    need(t.progress in PROGRESS, f"trainer.progress={t.progress!r} is unknown: use one of {', '.join(PROGRESS)}")
     need(t.max_epochs >= 1, f"trainer.max_epochs={t.max_epochs} must be >= 1: pass e.g. trainer.max_epochs=20")
     need(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be >= 1: pass e.g. data.batch_size=256")
     need(0 < d.val_frac < 1 and 0 < d.test_frac < 1 and d.val_frac + d.test_frac < 0.9,

@@ -186,6 +186,15 @@ class Run:
             self.set_tags({"mlflow.loggedImages": "True"})
             self._images_tagged = True
 
+    def log_image_files(self, folder: str | os.PathLike) -> None:
+        """Grid images written elsewhere under MLflow's names (training/diagrams.py) in one upload."""
+        if not any(Path(folder).iterdir()):
+            return
+        self.client.log_artifacts(self.run_id, str(folder), "images")
+        if not self._images_tagged:
+            self.set_tags({"mlflow.loggedImages": "True"})
+            self._images_tagged = True
+
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import torch
@@ -26,17 +27,21 @@ from dropout_risk.tracking.names import (
     optimizer_name,
 )
 from dropout_risk.tracking.run import Run
+from dropout_risk.training.diagrams import EpochDiagrams
 
 
 def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataModule, name: str,
                      final_p: np.ndarray, verdict: str, reported_epoch: int | None = None,
-                     references: list[tuple[str, np.ndarray]] | None = None, smece: float | None = None) -> None:
+                     references: list[tuple[str, np.ndarray]] | None = None, smece: float | None = None,
+                     drawn: EpochDiagrams | None = None) -> None:
     """Per-epoch diagrams into the UI's image grid (key reliability/val), drawn after fit from
     the stored validation probabilities so plotting never slows training; the final model's one
     (the reported epoch's: the best with early stopping, else the last) also as
     plots/reliability_val.png, titled with `verdict` too (lr, outcome, ECE: a sweep's
     reliability grid is these images side by side). `references` (label, validation probabilities
-    of the baselines) and the final model's `smece` are drawn in the final diagram only."""
+    of the baselines) and the final model's `smece` are drawn in the final diagram only. `drawn`:
+    the per-epoch diagrams a drawing process made during fit (training/diagrams.py), uploaded as
+    they are; the final one is drawn here."""
     y = dm.tensors["val"][1].numpy().astype(np.int64)
     every = cfg.tracking.reliability_every_n_epochs
     n = len(module.val_probs)
@@ -44,8 +49,11 @@ def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMod
     # Only the final diagram drawn (a sweep trial: every=1000): it also goes to step 0, where the
     # UI's image grid opens, and to the run's last epoch, where its slider ends.
     only_final = every > n
+    folder, done = drawn.finish(skip=reported) if drawn is not None else (None, [])
     for epoch in range(1, n + 1):
         if epoch % every and epoch != reported:  # the reported (final) model is always drawn
+            continue
+        if epoch in done:  # drawn during fit
             continue
         # the reported epoch's model is the final one: its diagram is also plots/reliability_val.png
         final = (final_p is not None and epoch == reported
@@ -65,6 +73,9 @@ def log_reliability(run: Run, cfg, module: DropoutRiskModule, dm: StudentDataMod
         run.log_image(fig, key=RELIABILITY_IMAGE_KEY, step=n + 1, also_as=RELIABILITY_ARTIFACT,
                       more_steps=(0,) if only_final else ())
         close(fig)
+    if folder is not None:
+        run.log_image_files(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def log_loss(run: Run, train_loss: list[float], val_history: list[dict[str, float]], steps_per_epoch: int,

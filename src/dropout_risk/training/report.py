@@ -65,6 +65,7 @@ class Fitted:
     grad_norms: list[float] = field(default_factory=list)
     extra_metrics: dict[str, float] = field(default_factory=dict)  # e.g. a population's size and fit time
     stability: object = None  # training.stability.SharpnessSeries, when stability.every_n_steps
+    diagrams: object = None  # training.diagrams.EpochDiagrams: per-epoch diagrams drawn during fit
 
 
 def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict, fitted: Fitted,
@@ -123,7 +124,7 @@ def report_model(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dict
     references = [(BASELINE_LABELS.get(b.name, b.name), b.p["val"]) for b in baselines]
     if cfg.tracking.figures:
         log_reliability(run, cfg, module, dm, name, val_p, f"lr {cfg.optim.lr:.3g} · {verdict}", reported,
-                        references, metrics.get("val/smece"))
+                        references, metrics.get("val/smece"), drawn=fitted.diagrams)
         log_loss(run, fitted.train_loss, module.val_history,
                  steps_per_epoch(len(dm.tensors["train"][0]), cfg.data.batch_size),
                  f"{name} · {verdict}", fitted.diverged_at_step if diverged else None)

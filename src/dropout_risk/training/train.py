@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -24,16 +26,15 @@ from dropout_risk.data.module import StudentDataModule
 from dropout_risk.model.baselines import Baseline, check_baselines, fit_baselines
 from dropout_risk.model.module import DropoutRiskModule
 from dropout_risk.model.optim import optimizer_factory
-from dropout_risk.tracking.names import (
-    TAG_OUTCOME,
-    run_name,
-)
+from dropout_risk.tracking.names import RELIABILITY_IMAGE_KEY, TAG_OUTCOME, run_name
 from dropout_risk.tracking.provenance import data_provenance_tags, device_tags, provenance_tags
 from dropout_risk.tracking.run import Run
 from dropout_risk.tracking.store import check_tracking
 from dropout_risk.training.artifacts import page_student
 from dropout_risk.training.best import BestEpoch, early_stopping
+from dropout_risk.training.diagrams import EpochDiagrams, pool_worth_it
 from dropout_risk.training.guard import DivergenceGuard
+from dropout_risk.training.progress import progress_callbacks, progress_mode, report_plan
 from dropout_risk.training.recorder import StepLossRecorder
 from dropout_risk.training.report import Fitted, RunResult, report_model
 from dropout_risk.training.stability import SharpnessMonitor, eval_batch
@@ -123,31 +124,44 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
     best = BestEpoch()
     stopping = cfg.trainer.early_stopping
     stopper = [early_stopping(stopping.patience, stopping.min_delta)] if stopping.enabled else []
+    mode = progress_mode(cfg.trainer.progress)
+    shown, bar = progress_callbacks(mode, recorder, cfg.trainer.max_epochs)
+    every = cfg.tracking.reliability_every_n_epochs
+    # per-epoch diagrams drawn beside training by another process (training/diagrams.py says when)
+    diagrams = (EpochDiagrams(dm.tensors["val"][1].numpy().astype(np.int64), every, RELIABILITY_IMAGE_KEY, name)
+                if cfg.tracking.figures and pool_worth_it(cfg.trainer.max_epochs // every) else None)
     trainer = pl.Trainer(
         max_epochs=cfg.trainer.max_epochs,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         deterministic=cfg.trainer.deterministic,
         # validation first: the others read its result in the same hook
-        callbacks=[EpochValidation(*dm.tensors["val"]), *([monitor] if monitor else []),
-                   *([guard] if cfg.guard.enabled else []), recorder, *callbacks, best, *stopper],
+        callbacks=[EpochValidation(*dm.tensors["val"]), *([diagrams] if diagrams else []),
+                   *([monitor] if monitor else []), *([guard] if cfg.guard.enabled else []), recorder,
+                   *shown, *callbacks, best, *stopper],
         limit_val_batches=0,  # EpochValidation validates (training/validation.py says why)
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=bar,
         num_sanity_val_steps=0,
     )
     sigint = signal.getsignal(signal.SIGINT)
     t0 = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm)
+    except BaseException:
+        if diagrams is not None:
+            diagrams.close()
+        raise
     finally:
         fit_s = time.perf_counter() - t0
         run.flush()
         if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
             signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C after catching one
     if trainer.interrupted:
+        if diagrams is not None:
+            diagrams.close()
         raise KeyboardInterrupt
     diverged = cfg.guard.enabled and guard.diverged
     # A callback that stopped training for its own reason (a sweep's pruner) names the outcome.
@@ -156,5 +170,12 @@ def _train_in_run(cfg, run: Run, dm: StudentDataModule, name: str, resolved: dic
                     diverged_at_step=guard.diverged_at_step if diverged else None, reason=guard.reason,
                     best_epoch=best.best_epoch, best_state=best.state, fit_s=fit_s,
                     train_loss=recorder.losses, grad_norms=recorder.grad_norms,
-                    stability=monitor.series if monitor else None)
-    return report_model(cfg, run, dm, name, resolved, fitted, baselines, first_flow)
+                    stability=monitor.series if monitor else None, diagrams=diagrams)
+    if mode != "none":
+        print(textwrap.fill(report_plan(cfg, len(module.val_history), diverged), 100, subsequent_indent="  "),
+              flush=True)
+    try:
+        return report_model(cfg, run, dm, name, resolved, fitted, baselines, first_flow)
+    finally:
+        if diagrams is not None:
+            diagrams.close()  # after a failure in the report: no drawing process left behind

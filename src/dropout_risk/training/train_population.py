@@ -120,7 +120,7 @@ def _fit(cfg: DictConfig, dm: StudentDataModule, specs: list[MemberSpec]) -> tup
     trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
                          devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
-                         enable_progress_bar=cfg.trainer.progress_bar, limit_val_batches=0, num_sanity_val_steps=0)
+                         enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0)
     module.batches = PopulationBatches(*dm.tensors["train"], cfg.data.batch_size, [m.seed for m in members])
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=module.batches)

@@ -127,7 +127,7 @@ def _images_js(n: int, height: int) -> str:
 
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory, new_store):
-    from helpers import CONF, TINY
+    from helpers import CONF, FIGURES, TINY
 
     store = new_store(tmp_path_factory.mktemp("compare_ui"))
     base = [f"tracking.uri={store['uri']}", f"tracking.artifact_location={store['artifacts']}",
@@ -135,7 +135,7 @@ def three_runs(tmp_path_factory, new_store):
 
     def cfg(*overrides):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[*TINY, *base, *overrides])
+            return compose("config", overrides=[*TINY, *FIGURES, *base, *overrides])
 
     runs = [train(cfg(f"optim.lr={lr}")) for lr in (0.03, 0.3, 1e4)]
     assert [r.outcome for r in runs] == ["converged", "converged", "diverged"]

@@ -127,7 +127,7 @@ def test_the_median_pruner_prunes_a_refine_trial_worse_than_the_others(make_cfg,
     # it stopped early: fewer validation epochs than trainer.max_epochs
     epochs = {m.step for m in client.get_metric_history(run.info.run_id, "val/log_loss")}
     assert epochs == set(range(1, warmup + 1)) and run.data.metrics["epochs_completed"] == warmup < 6
-    assert any(ln.startswith(f"[trial {trial.number + 1}/3 refine]") and " pruned " in ln for ln in lines)
+    assert any(ln.startswith(f"[trial {trial.number} refine]") and " pruned " in ln for ln in lines)
     # the scan trials, which the pruner does not watch, converged
     scan = [t for t in study.get_trials() if t.user_attrs.get("phase") == "scan"]
     assert [t.state for t in scan] == [TrialState.COMPLETE] * 2

@@ -15,6 +15,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from dropout_risk.console import fit
 from dropout_risk.format import fmt
 from dropout_risk.sweep.space import lr_range, search_space
 from dropout_risk.sweep.study import (
@@ -112,7 +113,7 @@ def run_trial(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_
         raise
     except Exception as exc:  # noqa: BLE001 - a failed trial never stops the sweep
         result = exc
-    _record(study, trial, prepared, result, time.perf_counter() - t0, planned, log)
+    _record(study, trial, prepared, result, time.perf_counter() - t0, log)
 
 
 def run_population(cfg: DictConfig, study: optuna.Study, trials: list[optuna.Trial], parent_run_id: str,
@@ -138,7 +139,7 @@ def run_population(cfg: DictConfig, study: optuna.Study, trials: list[optuna.Tri
             results = [exc] * len(group)
         duration = (time.perf_counter() - t0) / len(group)  # each member's share of the population's time
         for (trial, p), result in zip(group, results, strict=True):
-            _record(study, trial, p, result, duration, planned, log)
+            _record(study, trial, p, result, duration, log)
 
 
 def _pruner(trial: optuna.Trial):
@@ -179,7 +180,7 @@ def _prepare(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial, parent_r
             trial.set_user_attr("outcome", "failed")
             trial.set_user_attr("error", "the scan found no stable learning rate to refine in")
             study.tell(trial, state=TrialState.FAIL)
-            log(f"[trial {trial.number + 1}/{planned} refine] skipped: no stable learning rate in the scan")
+            log(f"[trial {trial.number} refine] skipped: no stable learning rate in the scan")
             return None
         lr = trial.suggest_float("lr", rng[0], rng[1], log=True)
         for key, (low, high) in search_space(cfg).items():
@@ -208,15 +209,14 @@ def _interrupted(study: optuna.Study, trials: list[optuna.Trial]) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
-def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, duration_s: float, planned: int,
-            log) -> None:
+def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, duration_s: float, log) -> None:
     """Tell the study how the trial went (`result`: a RunResult or the exception that failed it)."""
-    what = f"[trial {trial.number + 1}/{planned} {p.phase}] lr={p.lr:.4g}" + (f" seed={p.seed}" if p.seed is not None else "")
+    what = trial_line_head(trial.number, p.phase, p.lr, p.seed)
     if isinstance(result, BaseException):
         trial.set_user_attr("outcome", "failed")
         trial.set_user_attr("error", f"{type(result).__name__}: {result}"[:1000])
         study.tell(trial, state=TrialState.FAIL)
-        log(f"{what} failed: {type(result).__name__}: {result}")
+        log(fit(f"{what} failed: {type(result).__name__}: {result}"))
         return
     _name_outcome(p.cfg, result)
     m = result.metrics
@@ -239,9 +239,16 @@ def _record(study: optuna.Study, trial: optuna.Trial, p: _Prepared, result, dura
     else:
         study.tell(trial, state=TrialState.FAIL)
     detail = (f"diverged at step {result.diverged_at_step}" if result.outcome == "diverged"
-              else f"{result.outcome}  val log loss {fmt(attrs['val_loss'])}  AUROC {fmt(attrs['auroc'])}  "
-                   f"ECE {fmt(attrs['ece'])}")
-    log(f"{what}  {detail}  ({attrs['duration_s']:.1f} s)")
+              else f"{result.outcome} val_loss={fmt(attrs['val_loss'])} auroc={fmt(attrs['auroc'])} "
+                   f"ece={fmt(attrs['ece'])}")
+    log(fit(f"{what} {detail} ({attrs['duration_s']:.1f} s)"))
+
+
+def trial_line_head(number: int, phase: str, lr: float, seed: int | None) -> str:
+    """The start of a trial's live line: `[trial 26 refine] lr=0.0007713 seed=0`. The number is
+    Optuna's trial number, from 0, as in the summary table, the run name and the `trial` tag; the
+    metrics that follow carry the summary table's column names (val_loss, auroc, ece)."""
+    return f"[trial {number} {phase}] lr={lr:.4g}" + (f" seed={seed}" if seed is not None else "")
 
 
 def _name_outcome(cfg: DictConfig, result) -> None:

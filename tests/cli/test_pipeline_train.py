@@ -51,10 +51,12 @@ def test_train_script_end_to_end(tmp_path, new_store):
     run_id = re.search(r"^run_id: ([0-9a-f]{32})$", out, re.M).group(1)
     # the summary table: val, test, its 95% interval, the baselines on the same test rows
     assert re.search(r"^auroc\s+0\.\d{4}\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]\s+0\.\d{4}\s+0\.\d{4}$", out, re.M)
-    assert re.search(r"^MLP - (logreg|hgb) on test \(95% paired bootstrap\): auroc ", out, re.M)
-    assert "mlflow ui --backend-store-uri sqlite:///" in out and "--host 127.0.0.1" in out
+    assert re.search(r"^MLP - (logreg|hgb) on test \(95% paired bootstrap\):\s+auroc ", out, re.M)
     # pasted as printed it runs without an activated venv: its first word is this venv's mlflow
-    ui = shlex.split(re.search(r"^MLflow UI: (.*)$", out, re.M).group(1))
+    # (a long command is printed on several lines joined by ` \`, as a shell reads them)
+    joined = out.replace(" \\\n", " ")
+    assert "mlflow ui --backend-store-uri sqlite:///" in " ".join(joined.split()) and "--host 127.0.0.1" in out
+    ui = shlex.split(re.search(r"^MLflow UI:\s+(.*)$", joined, re.M).group(1))
     assert os.access(ui[0], os.X_OK) and Path(ui[0]).parent == Path(PYTHON).parent
     assert "workflowType=machine_learning" in out
     client = MlflowClient(store["uri"])

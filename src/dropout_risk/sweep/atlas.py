@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from dropout_risk.console import fit
 from dropout_risk.format import sig
 from dropout_risk.plots.png import close
 from dropout_risk.plots.stability import PANELS, AtlasRun, atlas_data, stability_atlas
@@ -53,7 +54,8 @@ def atlas_runs(run: Run, frame: pd.DataFrame) -> list[AtlasRun]:
 
 
 def log_atlas(cfg: DictConfig, run: Run, frame: pd.DataFrame, lam0: float | None) -> list[str]:
-    """Draw and log the atlas; returns the printed lines (per lr: late sharpness vs threshold)."""
+    """Draw and log the atlas; returns the printed lines (per lr: late sharpness vs threshold), each
+    at most console.WIDTH columns."""
     runs = atlas_runs(run, frame)
     if not runs:
         return []
@@ -78,9 +80,10 @@ def log_atlas(cfg: DictConfig, run: Run, frame: pd.DataFrame, lam0: float | None
     at_edge = int(((ratio - 1).abs() <= 0.2).sum())
     run.log_metrics({"stability/n_lrs_at_edge": float(at_edge)})
     if len(measured) > 8:  # one line per lr would swamp the console: the range, the rest is in the CSV
-        return [f"late-training {kind} / edge-of-stability threshold: {ratio.min():.2f}-{ratio.max():.2f} over "
-                f"{len(measured)} lrs, {at_edge} within 20% of it ({STABILITY_CSV}, {STABILITY_ARTIFACT})"]
-    lines = [f"late-training {kind} (median, last third) vs the edge-of-stability threshold:"]
+        return fit(f"late-training {kind} / edge-of-stability threshold: {ratio.min():.2f}-{ratio.max():.2f} "
+                   f"over {len(measured)} lrs, {at_edge} within 20% of it ({STABILITY_CSV}, "
+                   f"{STABILITY_ARTIFACT})").split("\n")
+    lines = fit(f"late-training {kind} (median, last third) vs the edge-of-stability threshold:").split("\n")
     for r in measured.itertuples():
         lines.append(f"  lr {sig(r.lr):>8}  {kind.split()[0]} {sig(r.sharpness_median):>7}  threshold "
                      f"{sig(r.threshold):>7}  ratio {r.sharpness_over_threshold:.2f}")

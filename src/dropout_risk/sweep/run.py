@@ -19,6 +19,7 @@ from collections.abc import Callable
 import optuna
 from omegaconf import DictConfig
 
+from dropout_risk.console import fit
 from dropout_risk.errors import SweepError
 from dropout_risk.sweep.baselines import fit_sweep_baselines
 from dropout_risk.sweep.report import SweepResult, report, sharpness_at_init
@@ -77,7 +78,7 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
         if not parent_id:
             raise SweepError(f"sweep.study={study.study_name!r} has no parent run yet; start the coordinator first")
         n = work(cfg, study, parent_id, log)
-        log(f"worker done: ran {n} trial(s) of study {study.study_name}")
+        log(fit(f"worker done: ran {n} trial(s) of study {study.study_name}"))
         return None
 
     if created:  # before the parent run: workers start as soon as it exists
@@ -99,15 +100,15 @@ def _coordinate(cfg: DictConfig, overrides: list[str], log, n_threads: int,
                 t0 = time.perf_counter()
                 lam = sharpness_at_init(cfg)
                 study.set_user_attr("sharpness_init", lam)
-                log(f"sharpness at init: lambda_max = {lam:.4g}, plain-GD threshold 2/lambda_max = "
-                    f"{2 / lam if lam > 0 else math.inf:.4g} ({time.perf_counter() - t0:.1f} s)")
+                log(fit(f"sharpness at init: lambda_max = {lam:.4g}, plain-GD threshold 2/lambda_max = "
+                        f"{2 / lam if lam > 0 else math.inf:.4g} ({time.perf_counter() - t0:.1f} s)"))
             recovered = recover_dead_trials(study, cfg.tracking.uri, run.run_id)
             if recovered:
                 log(f"resuming: {recovered} interrupted trial(s) re-enqueued")
             done = sum(t.state.is_finished() for t in effective_trials(study))
             planned = int(study.user_attrs["planned"])
-            log(f"study {study.study_name}: {done}/{planned} trials done"
-                + (" (new)" if created else " (resuming)") + f", {s.n_workers} worker(s)")
+            log(fit(f"study {study.study_name}: {done}/{planned} trials done"
+                    + (" (new)" if created else " (resuming)") + f", {s.n_workers} worker(s)"))
             wcfg = copy.deepcopy(cfg)
             wcfg.trainer.num_threads = n_threads
             _wait_until_finished(wcfg, study, run.run_id, log)

@@ -196,7 +196,11 @@ def test_run_compare_prints_table_and_folder(runs, store, tmp_path, capsys):
     assert run_compare(cfg) == 0
     out, err = capsys.readouterr()
     assert f"output: {tmp_path}/printed" in out
-    assert "| run_id | run_name |" in out and runs["sgd"] in out
+    # a compact table on stdout (the full one in comparison.md and comparison.csv, named below it)
+    assert "| run name " in out and "| val log loss | val ECE | val AUROC |" in out
+    assert "bare-run" in out and runs["sgd"] not in out
+    assert f"full table: {tmp_path}/printed/comparison.md" in " ".join(out.split())  # a long line wraps
+    assert runs["sgd"] in (tmp_path / "printed" / "comparison.md").read_text()
     assert err.strip().startswith("warning: run ") and "no reliability data" in err
 
 

@@ -26,7 +26,14 @@ from dropout_risk.compare.curves import loss_curves_figure
 from dropout_risk.compare.fetch import RunRecord, fetch
 from dropout_risk.compare.grid import save_reliability_grid
 from dropout_risk.compare.select import open_store, select_runs
-from dropout_risk.compare.table import comparison_table, differing_params, markdown_table, write_csv
+from dropout_risk.compare.table import (
+    compact_table,
+    comparison_table,
+    differing_params,
+    markdown_table,
+    write_csv,
+)
+from dropout_risk.console import WIDTH, fit
 from dropout_risk.errors import CompareError
 from dropout_risk.tracking.names import PREDICTIONS_ARTIFACT
 
@@ -158,8 +165,10 @@ def _opt(value: Any) -> str | None:
 
 
 def run_compare(cfg, echo: Callable[[str], None] = print, warn: Callable[[str], None] | None = None) -> int:
-    """What pipelines/compare.py does: compare, then print the notes (stderr), the markdown
-    table, the output folder and the comparison run."""
+    """What pipelines/compare.py does: compare, then print the notes (stderr), a compact table
+    (run name, the key params that fit, outcome, validation log loss, ECE and AUROC), where the
+    full table is, the output folder and the comparison run; every line at most console.WIDTH
+    columns."""
     import sys
 
     from dropout_risk.tracking.store import runs_url
@@ -167,15 +176,18 @@ def run_compare(cfg, echo: Callable[[str], None] = print, warn: Callable[[str], 
     warn = warn or (lambda line: print(line, file=sys.stderr))
     result = compare_from_config(cfg)
     for note in result.notes:
-        warn(f"warning: {note}")
-    echo(result.markdown)
+        warn(fit(f"warning: {note}"))
+    table, _ = compact_table(result.runs, result.differing, WIDTH)
+    echo(table)
+    echo(fit(f"full table: {result.files['comparison.md']} ({len(result.table.columns)} columns; "
+             "at full precision in comparison.csv)"))
     echo("")
     shown = sum(r.has_reliability for r in result.runs)
     echo(f"compared {len(result.runs)} runs ({shown} in the reliability grid) in "
          f"{result.seconds['total_s']:.1f} s")
-    echo(f"output: {result.out_dir}")
+    echo(fit(f"output: {result.out_dir}"))
     if result.comparison_run_id:
-        echo(f"comparison run_id: {result.comparison_run_id} (experiment {cfg.comparison_experiment!r}, "
-             f"tag comparison_of)")
-        echo(f"  in the MLflow UI: {runs_url(result.comparison_experiment_id)}")
+        echo(fit(f"comparison run_id: {result.comparison_run_id} (experiment {cfg.comparison_experiment!r}, "
+                 f"tag comparison_of)"))
+        echo(fit(f"  in the MLflow UI: {runs_url(result.comparison_experiment_id)}"))
     return 0

@@ -157,3 +157,42 @@ def panel_title(rec: RunRecord, keys: Sequence[str]) -> str:
     lines.append(f"ECE {fmt(rec.metrics.get('val/ece'), 3, missing='n/a')} · AUROC {fmt(rec.metrics.get('val/auroc'), 3, missing='n/a')}"
                  + (f" · {rec.outcome}" if rec.outcome and rec.outcome not in CONVERGED else ""))
     return "\n".join(lines)
+
+
+# What compare prints on stdout: few columns, so that it fits a terminal; comparison.md and
+# comparison.csv keep every column.
+COMPACT_METRICS = (("val/log_loss", "val log loss"), ("val/ece", "val ECE"), ("val/auroc", "val AUROC"))
+COMPACT_NAME = 40  # a longer run name is cut, with "…"
+
+
+def compact_table(records: Sequence[RunRecord], differing: Sequence[str], width: int) -> tuple[str, list[str]]:
+    """A markdown table at most `width` columns wide (unless a row's fixed cells alone are wider):
+    run name, the key params that differ (shortened, as many as fit, in key order), outcome, and
+    the validation log loss, ECE and AUROC to 4 decimals. Returns (table, the params it shows)."""
+    keys = key_params(records, differing)
+    short = _short_keys(keys)
+
+    def metric(rec: RunRecord, key: str) -> str:
+        return fmt(rec.metrics[key]) if key in rec.metrics else ""
+
+    def name(rec: RunRecord) -> str:
+        return rec.name if len(rec.name) <= COMPACT_NAME else rec.name[: COMPACT_NAME - 1] + "…"
+
+    def render(params: Sequence[str]) -> str:
+        rows = [["run name", *(short[k] for k in params), "outcome", *(label for _, label in COMPACT_METRICS)]]
+        rows += [[name(r), *(_short_value(r.params.get(k)) for k in params), r.outcome or "-",
+                  *(metric(r, key) for key, _ in COMPACT_METRICS)] for r in records]
+        rows = [[c.replace("|", "\\|") for c in row] for row in rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        numeric = range(len(rows[0]) - len(COMPACT_METRICS), len(rows[0]))
+        lines = ["| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |" for row in rows]
+        lines.insert(1, "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else "-" * (w + 2)
+                                       for i, w in enumerate(widths)) + "|")
+        return "\n".join(lines)
+
+    shown: list[str] = []
+    for key in keys:
+        if max(map(len, render([*shown, key]).splitlines())) <= width:
+            shown.append(key)
+    return render(shown), shown

@@ -35,6 +35,17 @@ def _run(store, *overrides: str) -> tuple[int, list[str], list[str]]:
     return code, "\n".join(lines).splitlines(), warnings
 
 
+def _messages(lines: list[str]) -> list[str]:
+    """The printed lines with each wrapped one joined again (a continuation starts with 4 spaces)."""
+    out: list[str] = []
+    for ln in lines:
+        if ln.startswith("    ") and out:
+            out[-1] += " " + ln.strip()
+        else:
+            out.append(ln)
+    return out
+
+
 def _new_run_ids(lines: list[str]) -> list[str]:
     return [ln.split(": ", 1)[1] for ln in lines if ln.startswith("run_id: ")]
 
@@ -93,7 +104,7 @@ def test_reproduce_a_run_is_exact(original, client, store):
 def test_reproduce_from_a_config_file(original, original_config, store, client):
     code, lines, _ = _run(store, f"config={original_config}")
     assert code == 0, lines
-    assert f"compared with run {original.run_id}" in lines[0]  # found by its config
+    assert f"compared with run {original.run_id}" in _messages(lines)[0]  # found by its config
     [new_id] = _new_run_ids(lines)
     assert client.get_run(new_id).data.tags["weights_sha256"] == original.weights_sha256
 
@@ -114,7 +125,7 @@ def test_reproduce_a_sweep_trial_alone(make_cfg, client, store, tmp_path):
 
     code, lines, _ = _run(store, f"run_id={sweep.parent_run_id}")  # default: the best trial
     assert code == 0, lines
-    assert "re-running its best trial" in lines[0]
+    assert "re-running its best trial" in _messages(lines)[0]
     [new_id] = _new_run_ids(lines)
     new = client.get_run(new_id)
     assert new.data.tags["reproduced_from"] == best.info.run_id
@@ -125,6 +136,9 @@ def test_reproduce_a_sweep_trial_alone(make_cfg, client, store, tmp_path):
     assert code == 0, lines
     assert len(_new_run_ids(lines)) == 3
     assert lines[-1] == "verdict: exact (3/3 trials reproduced)"
+    # each trial by its number (the `trial` tag: Optuna's, from 0) and name, then the table of all three
+    assert len([ln for ln in _messages(lines) if re.fullmatch(r"trial \d+ \((scan|refine)-.+\): exact", ln)]) == 3
+    assert lines[-5].split() == ["trial", "run", "name", "largest", "difference", "weights", "verdict"]
     reproduced = {client.get_run(i).data.tags["reproduced_from"]: client.get_run(i) for i in _new_run_ids(lines)}
     for trial_id, rerun in reproduced.items():
         trial = client.get_run(trial_id)

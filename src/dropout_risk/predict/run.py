@@ -1,9 +1,11 @@
-"""run_predict(req): load the model, score the CSV, write `out`, print the summary."""
+"""run_predict(req): load the model, score the CSV, write `out`, print the summary (lines of at most
+console.WIDTH columns)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from dropout_risk.console import fit
 from dropout_risk.predict.model import load
 from dropout_risk.predict.request import check_request
 from dropout_risk.predict.score import SUMMARY_COLUMN, score_csv, summary, write_scores
@@ -17,7 +19,7 @@ def run_predict(req, echo: Callable[[str], None] = print) -> dict[str, float]:
     scored = score_csv(model, req.data.path, req.data.sep)
     out = write_scores(scored, req.out)
     s = summary(scored)
-    echo(f"model: {uri}")
-    echo(f"scored {int(s['count'])} students -> {out}")
+    echo(fit(f"model: {uri}"))
+    echo(fit(f"scored {int(s['count'])} students -> {out}"))
     echo(f"{SUMMARY_COLUMN}: p10 {s['p10']:.3f}  p50 {s['p50']:.3f}  p90 {s['p90']:.3f}  mean {s['mean']:.3f}")
     return s

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_risk.config.saved import is_sweep_config, load_config_file
 from dropout_risk.config.validate import validate
+from dropout_risk.console import fit
 from dropout_risk.errors import ReproduceError
 from dropout_risk.reproduce.checks import check_data, check_device, device_warnings, provenance_warnings
 from dropout_risk.reproduce.original import (
@@ -49,7 +50,6 @@ from dropout_risk.reproduce.verdict import (
     compare_runs,
     format_table,
     summary_line,
-    sweep_table,
 )
 from dropout_risk.tracking.names import (
     REPORT_ARTIFACT,
@@ -134,7 +134,7 @@ def reproduce_one(cfg: DictConfig, original, req: DictConfig, client, source: st
 def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
               warn: Callable[[str], None] | None = None) -> list[Reproduction]:
     """Everything the request asks for; prints as it goes. Raises ReproduceError for bad input."""
-    warn = warn or (lambda msg: echo(f"warning: {msg}"))
+    warn = warn or (lambda msg: echo(fit(f"warning: {msg}")))
     check_request(req)
     uri = str(req.tracking.uri)
     if req.config:
@@ -151,8 +151,8 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
         else:
             original = find_original(client, cfg, ignore_path=bool(req.data_path))
         _check_finished(original)
-        echo(f"re-running {req.config}" + (f", compared with run {original.info.run_id} ({original.info.run_name})"
-                                          if original is not None else ""))
+        echo(fit(f"re-running {req.config}" + (f", compared with run {original.info.run_id} "
+                                               f"({original.info.run_name})" if original is not None else "")))
         return [_one(cfg, original, req, client, f"data.path of config file {req.config}", echo, warn)]
 
     client = open_store(uri)
@@ -160,7 +160,7 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
     if not _is_sweep_parent(client, run):
         _check_finished(run)
         cfg = run_config(client, run)
-        echo(f"re-running run {run.info.run_id} ({run.info.run_name})")
+        echo(fit(f"re-running run {run.info.run_id} ({run.info.run_name})"))
         return [_one(cfg, run, req, client, f"data.path of run {run.info.run_id}", echo, warn)]
 
     trials = [t for t in sweep_trials(client, run) if t.info.status == "FINISHED"]
@@ -170,26 +170,27 @@ def reproduce(req: DictConfig, echo: Callable[[str], None] = print,
             raise ReproduceError(f"sweep {run.info.run_id} has no best trial (tag best_run_id: no trial converged, or "
                                  "the sweep has not reported yet); pass all=true to reproduce every trial")
         trial = get_run(client, best, uri)
-        echo(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its best trial {trial.data.tags.get(TAG_TRIAL, '?')} "
-             f"({trial.info.run_name}) alone")
+        echo(fit(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its best trial "
+                 f"{trial.data.tags.get(TAG_TRIAL, '?')} ({trial.info.run_name}) alone"))
         return [_one(run_config(client, trial), trial, req, client, f"data.path of run {best}", echo, warn)]
     if not trials:
         raise ReproduceError(f"sweep {run.info.run_id} has no finished trials to reproduce")
-    echo(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its {len(trials)} finished trial(s) one by one")
+    echo(fit(f"sweep {run.info.run_id} ({run.info.run_name}): re-running its {len(trials)} finished trial(s) "
+             "one by one"))
     warn = _once(warn)  # the trials share their commit, versions and data: say it once
     reps = []
     for t in trials:
         outcome = t.data.tags.get(TAG_OUTCOME)
+        label = f"trial {t.data.tags.get(TAG_TRIAL, '?')} ({t.info.run_name})"
         if outcome in ("pruned", "failed"):
-            echo(f"trial {t.data.tags.get(TAG_TRIAL, '?')} ({t.info.run_name}): skipped, {outcome} "
-                 + ("(the pruner's decision depends on the other trials; alone it would train to the end)"
-                    if outcome == "pruned" else "(no result to compare)"))
+            echo(fit(f"{label}: skipped, {outcome} "
+                     + ("(the pruner's decision depends on the other trials; alone it would train to the end)"
+                        if outcome == "pruned" else "(no result to compare)")))
             continue
-        rep = _one(run_config(client, t), t, req, client, f"data.path of run {t.info.run_id}", echo, warn, table=False)
-        rep.label = f"trial {t.data.tags.get(TAG_TRIAL, '?')} ({t.info.run_name})"
-        reps.append(rep)
+        reps.append(_one(run_config(client, t), t, req, client, f"data.path of run {t.info.run_id}", echo, warn,
+                         table=False, label=label))
     echo("")
-    echo(sweep_table(reps))
+    echo(trials_table(reps, trials))
     n_bad = sum(not r.ok for r in reps)
     echo(f"verdict: {'mismatch' if n_bad else _overall(reps)} ({len(reps) - n_bad}/{len(reps)} trials reproduced)")
     return reps
@@ -213,20 +214,41 @@ def _check_finished(run) -> None:
                              "against; reproduce a FINISHED run")
 
 
-def _one(cfg, original, req, client, source, echo, warn, table: bool = True) -> Reproduction:
+def _one(cfg, original, req, client, source, echo, warn, table: bool = True,
+         label: str | None = None) -> Reproduction:
+    """Reproduce one run and print it: its table and verdict (`table`), or, for one trial of a
+    sweep, `<label>: <verdict>` and the rows that mismatch; then both run ids."""
     rep = reproduce_one(cfg, original, req, client, source, warn)
+    if label is not None:
+        rep.label = label
     if table:
         echo("")
-        echo(format_table(rep.rows))
-        echo(summary_line(rep))
+        echo(fit(format_table(rep.rows)))
+        echo(fit(summary_line(rep)))
     else:
+        echo(fit(f"{rep.label}: {rep.verdict}"))
         bad = [r for r in rep.rows if r.verdict == "mismatch"]
         if bad:
-            echo(f"{rep.label}: mismatch\n{format_table(bad)}")
+            echo(fit(format_table(bad)))
     if rep.original_run_id:
         echo(f"reproduced_from: {rep.original_run_id}")
     echo(f"run_id: {rep.run_id}")
     return rep
+
+
+def trials_table(reps: list[Reproduction], trials: list) -> str:
+    """The reproduced trials of a sweep, one row each: trial number (Optuna's, the `trial` tag),
+    run name, largest difference, weights, verdict; both run ids of each are on the lines above
+    the table (`reproduced_from:`, `run_id:`)."""
+    runs = {t.info.run_id: t for t in trials}
+    cells = [("trial", "run name", "largest difference", "weights", "verdict")]
+    for r in reps:
+        t = runs.get(r.original_run_id)
+        weights = {True: "identical", False: "differ", None: "-"}[r.weights_identical]
+        cells.append((t.data.tags.get(TAG_TRIAL, "?") if t else "?", t.info.run_name if t else "?",
+                      f"{r.worst():.3g}", weights, r.verdict))
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    return fit("\n".join("  ".join(f"{v:<{w}}" for v, w in zip(c, widths, strict=True)).rstrip() for c in cells))
 
 
 def run_reproduce(req: DictConfig, echo: Callable[[str], None] = print,
@@ -235,7 +257,7 @@ def run_reproduce(req: DictConfig, echo: Callable[[str], None] = print,
     import sys
 
     def to_stderr(msg: str) -> None:
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
+        print(fit(f"warning: {msg}"), file=sys.stderr, flush=True)
 
     reps = reproduce(req, echo=echo, warn=warn or to_stderr)
     return 0 if all(r.ok for r in reps) else 1

@@ -18,7 +18,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, TINY, UCI_DROPOUT_CSV, run_pipeline, run_statuses, shared_file, write_csv
+from helpers import PYTHON, ROOT, TINY, UCI_DROPOUT_CSV, run_pipeline, run_statuses, shared_file, write_csv
 from mlflow import MlflowClient
 
 from dropout_risk.cli.preflight import preflight
@@ -43,11 +43,39 @@ def _one_error_line(err: str) -> str:
 
 # --------------------------------------------------------------------------- in a new process
 def test_train_script_end_to_end(tmp_path, new_store):
+    """Also progress while it works (trainer.progress=auto: lines into a pipe). Read line by line:
+    as the first epoch's line arrives, the child is stopped (SIGSTOP) and what it has written so far
+    is read: not yet the last epoch's line (printed at the end, they would arrive together; the 40
+    epochs take ~0.3 s, stopping it takes well under a millisecond), and its run is RUNNING."""
+    import select
+    import signal
+    import subprocess
+
     store = new_store(tmp_path)
-    proc = run_pipeline("train.py", "optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]", *TINY[:1],
-                        "trainer.max_epochs=3", *_store_args(store), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    args = ["optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]", *TINY[:1], "trainer.max_epochs=40",
+            "trainer.early_stopping.enabled=false", *_store_args(store)]
+    # as from a user's shell: Python buffers a pipe's output unless told not to (this sandbox sets it)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([PYTHON, str(ROOT / "pipelines" / "train.py"), *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    raw, during, pending = b"", None, b""
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        raw += chunk
+        if during is None and b"\nepoch  1/40  train loss " in b"\n" + raw:
+            proc.send_signal(signal.SIGSTOP)
+            while select.select([proc.stdout], [], [], 0.2)[0]:  # all it wrote before it stopped
+                pending += os.read(proc.stdout.fileno(), 65536)
+            during = (raw + pending).decode(), run_statuses(store["uri"])
+            proc.send_signal(signal.SIGCONT)
+            raw += pending
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    out = raw.decode()
+    lines = out.splitlines()
+    assert during is not None and list(during[1].values()) == ["RUNNING"], during
+    assert "epoch 40/40" not in during[0] and "report: " not in during[0], during[0]
+    assert [ln.split("  train")[0] for ln in lines if ln.startswith("epoch ")] == [f"epoch {e:>2}/40" for e in range(1, 41)]
+    assert any(ln.startswith("report: val/test metrics") for ln in lines)
     run_id = re.search(r"^run_id: ([0-9a-f]{32})$", out, re.M).group(1)
     # the summary table: val, test, its 95% interval, the baselines on the same test rows
     assert re.search(r"^auroc\s+0\.\d{4}\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]\s+0\.\d{4}\s+0\.\d{4}$", out, re.M)

@@ -39,6 +39,8 @@ NEED_CASES = [
                  id="optim.weight_decay"),
     pytest.param("trainer.accelerator", [["trainer.accelerator=tpu"], ["trainer.accelerator=CPU"]],
                  [["trainer.accelerator=cpu"], ["trainer.accelerator=auto"]], id="trainer.accelerator"),
+    pytest.param("trainer.progress", [["trainer.progress=bars"], ["trainer.progress=Lines"]],
+                 [["trainer.progress=lines"], ["trainer.progress=none"]], id="trainer.progress"),
     pytest.param("trainer.accelerator=cpu", [["trainer.accelerator=gpu"], ["trainer.accelerator=cuda"]],
                  [["trainer.accelerator=cpu"], ["trainer.accelerator=auto"]], id="trainer.accelerator-no-gpu"),
     pytest.param("trainer.max_epochs", [["trainer.max_epochs=0"]], [["trainer.max_epochs=1"]],

@@ -1,6 +1,7 @@
 """Lines for a terminal: every line a pipeline prints fits WIDTH (100) columns.
 
-`fit(text)` wraps each line longer than that at spaces, continuing with a hanging indent;
+`fit(text)` wraps each line longer than that at spaces, continuing with a hanging indent (a
+no-break space, NBSP, holds words together and prints as a space);
 `fit_command(label, command)` wraps a shell command with ` \\` at each break, so that its lines,
 copied together, still run. A single word longer than a line (a long path or URL) is never cut:
 a cut one could not be pasted. No heavy imports: the pipelines import this before torch.
@@ -11,13 +12,14 @@ from __future__ import annotations
 import shlex
 import textwrap
 
+NBSP = "\xa0"  # in fit()'s text: a space it never breaks at
 WIDTH = 100
 INDENT = "    "  # the hanging indent of a wrapped line's continuation
 
 
 def fit(text: str, width: int = WIDTH, indent: str = INDENT) -> str:
-    """`text` with every line longer than `width` wrapped at spaces; a continuation line starts
-    with the line's own leading spaces plus `indent`."""
+    """`text` with every line longer than `width` wrapped at spaces (not at NBSP, which becomes a
+    space); a continuation line starts with the line's own leading spaces plus `indent`."""
     out: list[str] = []
     for line in text.split("\n"):
         if len(line) <= width:
@@ -26,7 +28,7 @@ def fit(text: str, width: int = WIDTH, indent: str = INDENT) -> str:
         lead = line[: len(line) - len(line.lstrip(" "))]
         out.extend(textwrap.wrap(line, width, subsequent_indent=lead + indent, break_long_words=False,
                                  break_on_hyphens=False) or [line])
-    return "\n".join(out)
+    return "\n".join(out).replace(NBSP, " ")
 
 
 def fit_command(label: str, command: str, width: int = WIDTH, indent: str = INDENT) -> str:

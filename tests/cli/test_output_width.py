@@ -129,6 +129,8 @@ def test_fit_wraps_with_a_hanging_indent_and_keeps_every_word():
     assert " ".join(ln.strip() for ln in lines) == text
     assert fit("  - " + "word " * 40, indent="  ").splitlines()[1].startswith("    word")
     assert fit("short line") == "short line"
+    held = fit("x" * 90 + " (3.82e+03\xa0x\xa02/lambda_max)").splitlines()  # NBSP: not broken there, a space
+    assert held == ["x" * 90, "    (3.82e+03 x 2/lambda_max)"]
     long_path = "/" + "x" * 120
     assert fit(f"output: {long_path}").splitlines() == ["output:", f"    {long_path}"]  # never cut
 

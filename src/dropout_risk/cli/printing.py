@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from dropout_risk.console import INDENT, WIDTH, fit, fit_command
+from dropout_risk.console import INDENT, NBSP, WIDTH, fit, fit_command
 from dropout_risk.format import fmt
 
 SMALL_FILE = 2000  # students: below this a plain run suggests cross-validation
@@ -167,7 +167,7 @@ def print_sweep_summary(result, cfg: DictConfig) -> None:
                   f"{result.gd_threshold:.4g} (a reference for plain gradient descent, not for adaptive optimisers)"))
     print(fit(f"observed boundary: largest converged lr {fmt(lo) if lo else 'none'}, "
               f"smallest diverged lr {fmt(hi) if hi else 'none'}"
-              + (f" ({hi / result.gd_threshold:.3g} x 2/lambda_max)" if hi and result.gd_threshold else "")))
+              + (f" ({hi / result.gd_threshold:.3g}{NBSP}x{NBSP}2/lambda_max)" if hi and result.gd_threshold else "")))
     if result.best_trial is not None:
         best = result.summary[result.summary.trial == result.best_trial].iloc[0]
         print(f"best trial: {result.best_trial} (lr {best.lr:.4g}, val log loss {best.val_loss:.4f})")

@@ -33,7 +33,7 @@ from dropout_risk.compare.table import (
     markdown_table,
     write_csv,
 )
-from dropout_risk.console import WIDTH, fit
+from dropout_risk.console import NBSP, WIDTH, fit
 from dropout_risk.errors import CompareError
 from dropout_risk.tracking.names import PREDICTIONS_ARTIFACT
 
@@ -188,6 +188,6 @@ def run_compare(cfg, echo: Callable[[str], None] = print, warn: Callable[[str], 
     echo(fit(f"output: {result.out_dir}"))
     if result.comparison_run_id:
         echo(fit(f"comparison run_id: {result.comparison_run_id} (experiment {cfg.comparison_experiment!r}, "
-                 f"tag comparison_of)"))
+                 f"tag{NBSP}comparison_of)"))
         echo(fit(f"  in the MLflow UI: {runs_url(result.comparison_experiment_id)}"))
     return 0

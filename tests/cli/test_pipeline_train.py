@@ -53,7 +53,8 @@ def test_train_script_end_to_end(tmp_path, new_store):
 
     store = new_store(tmp_path)
     args = ["optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]", *TINY[:1], "trainer.max_epochs=40",
-            "trainer.early_stopping.enabled=false", *_store_args(store)]
+            "trainer.early_stopping.enabled=false", "tracking.reliability_every_n_epochs=5",  # 8: the drawing process
+            *_store_args(store)]
     # as from a user's shell: Python buffers a pipe's output unless told not to (this sandbox sets it)
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([PYTHON, str(ROOT / "pipelines" / "train.py"), *args], cwd=tmp_path,

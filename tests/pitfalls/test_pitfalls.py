@@ -18,7 +18,8 @@ from dropout_risk.sweep.run import run_sweep
 from dropout_risk.training.train import RunResult
 
 # What these tests do not read (the lab page, the flow and calibration figures, the baselines).
-PITFALL_LEAN = ("mechanism.page=false", "mechanism.figure=false", "calibration.figure=false", "baselines=none")
+PITFALL_LEAN = ("mechanism.page=false", "mechanism.figure=false", "calibration.figure=false", "baselines=none",
+                "tracking.figures=false")
 
 
 def _pitfall(make_cfg, tmp_path, preset: str, *overrides: str):
@@ -101,7 +102,8 @@ def test_loss_only_validation_turns_while_training_falls(make_cfg, client, tmp_p
 
 def test_lr_divergence_preset_has_a_diverged_trial(make_cfg, client, tmp_path) -> None:
     cfg = make_cfg("experiment=pitfall_lr_divergence", "sweep.n_scan=4", "sweep.seeds=2", "sweep.lr_min=0.01",
-                   "sweep.lr_max=1e4", "data.n_students=1000", "trainer.max_epochs=3", f"sweep.storage=journal://{tmp_path}/j.log",
+                   "sweep.lr_max=1e4", "data.n_students=1000", "trainer.max_epochs=3", "tracking.figures=false",
+                   f"sweep.storage=journal://{tmp_path}/j.log",
                    f"pitfall.out_dir={tmp_path}/cmp", tiny=False, config="sweep")
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.sweep.n_refine == 0
     sweep = run_sweep(cfg, log=lambda _: None)

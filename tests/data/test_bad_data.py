@@ -155,14 +155,13 @@ def test_the_catalogue_is_long_and_its_rows_sit_in_the_splits_named():
 
 
 @pytest.mark.parametrize(("text", "overrides", "needles"), [c[1:] for c in CATALOGUE], ids=[c[0] for c in CATALOGUE])
-def test_bad_data_is_one_line_exit_2_and_no_run(capsys, store, client, make_cfg, tmp_path, text, overrides, needles):
+def test_bad_data_is_one_line_exit_2_and_no_run(capsys, store, client, tmp_path, text, overrides, needles):
     args = ["data=csv", f"data.path={_path(tmp_path, text)}", *overrides,
             f"tracking.uri={store['uri']}", f"tracking.artifact_location={store['artifacts']}"]
     before = _run_ids(client)
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:  # as pipelines/train.py: preflight, then the job
-        preflight(argv=args)
-        cfg = make_cfg(*args)
+        cfg = preflight(argv=args)  # the config the job gets: as Hydra composes it from the same command line
 
         def job() -> None:
             check_pipeline(cfg, "train")

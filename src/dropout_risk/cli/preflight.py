@@ -97,7 +97,7 @@ def covering_jobs(overrides: list[str]) -> list[list[str]]:
 
 
 def preflight(config_name: str = "config", argv: list[str] | None = None,
-              on_composed: Callable[[DictConfig], None] | None = None) -> None:
+              on_composed: Callable[[DictConfig], None] | None = None) -> DictConfig | None:
     """Compose and check the config once before Hydra does, so that a bad override ends in one
     line (`error: ...`, exit 2) within a second, instead of Hydra's multi-line report or an error
     after torch/Lightning/MLflow have loaded. Every override is refused a resolver call first
@@ -107,7 +107,8 @@ def preflight(config_name: str = "config", argv: list[str] | None = None,
     (`covering_jobs`), and the values are checked per job (a job with a bad value fails alone).
     `on_composed(cfg)` runs once the config composed and names the right pipeline, before the
     value checks (which import torch for the `_target_` allow-list): the sweep starts its worker
-    processes there, so their imports overlap everything after."""
+    processes there, so their imports overlap everything after. Returns the checked config of a
+    plain run (None for the other modes)."""
     from hydra import compose, initialize_config_dir
 
     from dropout_risk.config.validate import check_pipeline, validate, validate_keys
@@ -124,7 +125,7 @@ def preflight(config_name: str = "config", argv: list[str] | None = None,
         print(f"error: {explain_error(exc, args)}", file=sys.stderr)
         sys.exit(2)
     if mode == "hydra":  # --help, --version ...: Hydra's own
-        return
+        return None
     pipeline = "sweep" if config_name == "sweep" else "train"
     with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
         for job in jobs:
@@ -146,3 +147,4 @@ def preflight(config_name: str = "config", argv: list[str] | None = None,
             except ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 sys.exit(2)
+    return cfg if mode == "run" else None

@@ -139,7 +139,7 @@ def test_summary_frame_has_a_seed_column() -> None:
 
 
 def _report(store, study: optuna.Study) -> tuple[dict, pd.DataFrame]:
-    cfg = OmegaConf.create({"optim": {"_target_": "torch.optim.AdamW"}})
+    cfg = OmegaConf.create({"optim": {"_target_": "torch.optim.AdamW"}, "tracking": {"figures": True}})
     run = Run.start(store["uri"], "seed-summary", store["artifacts"], "parent")
     report(cfg, study, run)
     metrics = run.client.get_run(run.run_id).data.metrics

@@ -85,3 +85,8 @@ def test_sweep_trials_are_renamed_with_their_outcome_and_the_parent_has_the_data
     (given,) = _inputs(client, result.parent_run_id)
     assert digests == {given.dataset.digest}
     assert parent.data.tags["mlflow.source.type"] == "LOCAL"
+    # tracking.figures=false (TINY): the parent logs its tables, not the chart, the grid or the atlas
+    logged = {f.path for f in client.list_artifacts(result.parent_run_id, "sweep")}
+    top = {f.path for f in client.list_artifacts(result.parent_run_id)}
+    assert {"sweep/per_lr.csv", "sweep/stability.csv"} <= logged and "sweep_summary.csv" in top
+    assert not [f.path for f in client.list_artifacts(result.parent_run_id, "plots")] and "images" not in top

@@ -95,7 +95,7 @@ def test_a_members_sharpness_matches_the_same_run_trained_alone(make_cfg, client
 def test_a_sweep_draws_the_stability_atlas_from_its_trials(make_cfg, client, tmp_path):
     cfg = make_cfg("optim=sgd", "sweep.lr_min=0.01", "sweep.lr_max=1e4", "sweep.n_scan=3", "sweep.seeds=2",
                    "sweep.n_refine=0", "sweep.sharpness_iters=10", "data.n_students=800", "trainer.max_epochs=2",
-                   "stability.every_n_steps=2", f"sweep.storage=journal://{tmp_path}/j.log", config="sweep")
+                   "stability.every_n_steps=2", "tracking.figures=true", f"sweep.storage=journal://{tmp_path}/j.log", config="sweep")
     lines: list[str] = []
     sweep = run_sweep(cfg, log=lines.append)
     parent = sweep.parent_run_id

@@ -61,15 +61,16 @@ def log_atlas(cfg: DictConfig, run: Run, frame: pd.DataFrame, lam0: float | None
         return []
     optimizer = optimizer_name(cfg)
     beta1 = float(cfg.optim.betas[0]) if "betas" in cfg.optim else 0.9
-    whole, panels = stability_atlas(runs, lam0, optimizer, beta1)
-    for fig in panels.values():  # not rendered: each panel is cut from the whole atlas (one render, ~1 s less)
-        close(fig)
-    pixels, columns = _render_columns(whole)
-    run.log_pixels(pixels, "stability", 0, STABILITY_ARTIFACT, whole.dpi)
-    for name, (top, x0, x1) in columns.items():
-        run.log_pixels(np.ascontiguousarray(pixels[top:, x0:x1]), STABILITY_IMAGE_KEY.format(panel=name), 0,
-                       f"plots/stability_{name}.png", whole.dpi)
-    close(whole)
+    if cfg.tracking.figures:  # false: sweep/stability.csv and the lines only
+        whole, panels = stability_atlas(runs, lam0, optimizer, beta1)
+        for fig in panels.values():  # not rendered: each panel is cut from the whole atlas (one render, ~1 s less)
+            close(fig)
+        pixels, columns = _render_columns(whole)
+        run.log_pixels(pixels, "stability", 0, STABILITY_ARTIFACT, whole.dpi)
+        for name, (top, x0, x1) in columns.items():
+            run.log_pixels(np.ascontiguousarray(pixels[top:, x0:x1]), STABILITY_IMAGE_KEY.format(panel=name), 0,
+                           f"plots/stability_{name}.png", whole.dpi)
+        close(whole)
     data = atlas_data(runs, lam0, optimizer, beta1)
     run.log_text(data.to_csv(index=False), STABILITY_CSV)
     measured = data[data.sharpness_median.notna()]

@@ -97,12 +97,13 @@ def report(cfg: DictConfig, study: optuna.Study, run: Run, baselines: list | Non
     boundary = observed_boundary(frame)
     references = {b.name: float(binary_metrics(y["val"], b.p["val"])["log_loss"]) for b in (baselines or [])} \
         if y is not None else {}
-    fig = divergence_chart(frame[frame.lr.notna()], threshold, optimizer_name(cfg), boundary, references)
-    run.log_image(fig, key=DIVERGENCE_IMAGE_KEY, step=0, also_as=DIVERGENCE_ARTIFACT)
-    close(fig)
-    diagrams = _scan_diagrams(run, scan)
-    if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
-        run.log_written(GRID_ARTIFACT, lambda path: save_tiled_png(diagrams, 6, path))
+    if cfg.tracking.figures:  # false: the numbers only (sweep/*.csv), as for the trials
+        fig = divergence_chart(frame[frame.lr.notna()], threshold, optimizer_name(cfg), boundary, references)
+        run.log_image(fig, key=DIVERGENCE_IMAGE_KEY, step=0, also_as=DIVERGENCE_ARTIFACT)
+        close(fig)
+        diagrams = _scan_diagrams(run, scan)
+        if diagrams:  # the trials' own final diagrams side by side: nothing is drawn twice
+            run.log_written(GRID_ARTIFACT, lambda path: save_tiled_png(diagrams, 6, path))
     run.log_text(frame.to_csv(index=False), SUMMARY_ARTIFACT)
     per = per_lr(frame)
     run.log_text(per.to_csv(index=False), PER_LR_ARTIFACT)

@@ -26,8 +26,11 @@ train: setup
 
 # The fast suite in TEST_JOBS processes (pytest-xdist), in random order (pytest-randomly).
 TEST_JOBS ?= 2
+# Bytecode cached even where the environment says not to (PYTHONDONTWRITEBYTECODE): each worker and
+# each pipeline process a test starts would compile the package and rewrite the tests' asserts again
+# (measured: 89-93 s -> 85-87 s on 2 cores).
 test: setup
-	$(VPY) -m pytest -n $(TEST_JOBS)
+	PYTHONDONTWRITEBYTECODE= $(VPY) -m pytest -n $(TEST_JOBS)
 
 # Everything: the fast suite plus the slow (browser, servers) and service (PostgreSQL) tests.
 test-all: setup

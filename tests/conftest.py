@@ -27,11 +27,28 @@ register_configs()
 
 @pytest.fixture(scope="session")
 def empty_store_db(tmp_path_factory) -> str:
-    """A real, empty MLflow SQLite store made once per test process: MLflow's schema migration
-    costs ~2 s per new store, a copy of this file costs nothing (``new_store``)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates it
-    return str(path)
+    """A real, empty MLflow SQLite store, migrated once per MLflow version and kept beside pytest's
+    temp folder for later sessions: MLflow's schema migration costs ~2 s per new store (per
+    xdist worker, per session), a copy of this file costs nothing (``new_store``). Made under a
+    lock, then renamed into place, so that two workers never see a half-migrated file."""
+    import fcntl
+
+    import mlflow
+
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.gettempdir()) / f"dropout-risk-tests-{os.getuid()}"  # outlives a session
+    root.mkdir(exist_ok=True)
+    cached = root / f"mlflow-{mlflow.__version__}-empty-store.db"
+    with open(root / f"{cached.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cached.exists():
+            fresh = tmp_path_factory.mktemp("template") / "mlflow.db"
+            MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_experiments()  # creates and migrates it
+            shutil.copyfile(fresh, root / f"{cached.name}.part")
+            (root / f"{cached.name}.part").rename(cached)
+    return str(cached)
 
 
 @pytest.fixture(scope="session")

@@ -80,9 +80,9 @@ def test_worker_stops_when_its_coordinator_is_killed_and_the_sweep_resumes(tmp_p
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     killed_at = time.monotonic()
-    while not _gone(worker) and time.monotonic() - killed_at < 10:
+    while not _gone(worker) and time.monotonic() - killed_at < 30:
         time.sleep(0.1)
-    assert _gone(worker), f"worker {worker} still runs 10 s after its coordinator was killed"
+    assert _gone(worker), f"worker {worker} still runs 30 s after its coordinator was killed"
     time.sleep(0.5)  # its last line reaches the log
     assert f"its coordinator (pid {proc.pid}) died" in log.read_text()
     # the worker closed its own trial's run; the coordinator's run and the parent are still RUNNING

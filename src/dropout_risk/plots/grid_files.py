@@ -13,13 +13,13 @@ def draw_grid_files(y: np.ndarray, p: np.ndarray, title: str, key: str, step: in
     """In the drawing process: the diagram's PNG and full-size WebP in `folder`, named as
     MLflow's log_image names them (so the UI's image grid finds them at `step`)."""
     import time
-    import uuid
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
     from dropout_risk.plots.png import close
     from dropout_risk.plots.reliability import reliability_diagram
+    from dropout_risk.tracking.names import grid_image_stem
 
     fig = reliability_diagram(y, p, title=title)
     canvas = FigureCanvasAgg(fig)
@@ -27,7 +27,7 @@ def draw_grid_files(y: np.ndarray, p: np.ndarray, title: str, key: str, step: in
     image = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
     dpi = fig.dpi
     close(fig)
-    stem = f"{key.replace('/', '~')}+step+{step}+timestamp+{int(time.time() * 1000)}+{uuid.uuid4()}"
+    stem = grid_image_stem(key, step, int(time.time() * 1000))
     image.save(Path(folder) / f"{stem}.png", dpi=(dpi, dpi))
     image.save(Path(folder) / f"{stem}+compressed.webp", quality=90)
     return stem

@@ -94,3 +94,11 @@ def outcome_run_name(name: str, outcome: str) -> str:
 def sweep_run_name(cfg: DictConfig, lr_min: float, lr_max: float) -> str:
     """A sweep's parent run (`sweep-adamw-lr1e-04-1e+01-s0`)."""
     return f"sweep-{optimizer_name(cfg).lower()}-lr{lr_min:.0e}-{lr_max:.0e}-s{cfg.seed}"
+
+
+def grid_image_stem(key: str, step: int, timestamp_ms: int) -> str:
+    """The file stem MLflow's log_image(key=, step=) gives an image (images/<stem>.png and
+    <stem>+compressed.webp), which the UI's image grid reads."""
+    import uuid
+
+    return f"{key.replace('/', '~')}+step+{step}+timestamp+{timestamp_ms}+{uuid.uuid4()}"

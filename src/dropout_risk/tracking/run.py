@@ -21,7 +21,13 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from dropout_risk.tracking.names import CONFIG_ARTIFACT, OVERRIDES_ARTIFACT, ROOT_COPIES, TAG_ERROR
+from dropout_risk.tracking.names import (
+    CONFIG_ARTIFACT,
+    OVERRIDES_ARTIFACT,
+    ROOT_COPIES,
+    TAG_ERROR,
+    grid_image_stem,
+)
 from dropout_risk.tracking.process import process_tags
 from dropout_risk.tracking.store import client, get_experiment_id
 
@@ -163,8 +169,6 @@ class Run:
         +timestamp+<ms>+<uuid>.png and its +compressed.webp; the run tag mlflow.loggedImages), in
         one upload, except that the WebP keeps the full size: MLflow's 256 px thumbnail makes a
         diagram's text unreadable in the grid."""
-        import uuid
-
         from PIL import Image
 
         image = Image.fromarray(pixels)
@@ -176,21 +180,23 @@ class Run:
             folder = Path(tmp) / "images"
             folder.mkdir()
             for s in dict.fromkeys([step, *more_steps]):
-                stem = f"{key.replace('/', '~')}+step+{s}+timestamp+{ts}+{uuid.uuid4()}"
+                stem = grid_image_stem(key, s, ts)
                 os.link(png, folder / f"{stem}.png")
                 os.link(webp, folder / f"{stem}+compressed.webp")
             self.client.log_artifacts(self.run_id, str(folder), "images")
             if also_as:
                 self.log_written(also_as, lambda path: os.link(png, path))
-        if not self._images_tagged:
-            self.set_tags({"mlflow.loggedImages": "True"})
-            self._images_tagged = True
+        self._tag_images()
 
     def log_image_files(self, folder: str | os.PathLike) -> None:
         """Grid images written elsewhere under MLflow's names (training/diagrams.py) in one upload."""
         if not any(Path(folder).iterdir()):
             return
         self.client.log_artifacts(self.run_id, str(folder), "images")
+        self._tag_images()
+
+    def _tag_images(self) -> None:
+        """The run tag mlflow.loggedImages, once: the UI shows image charts for tagged runs only."""
         if not self._images_tagged:
             self.set_tags({"mlflow.loggedImages": "True"})
             self._images_tagged = True
